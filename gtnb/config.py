@@ -1,0 +1,439 @@
+"""Lab profiles: where the homelab's cluster, HAProxy node and nodes are, read from one YAML file.
+
+The local lab needs no profile (its addresses are fixed by docs/contracts.md). The homelab
+profile (`profiles/homelab.yaml`, git-ignored; `profiles/homelab.example.yaml` is the template)
+names the kube context, the HAProxy node and how to reach it over SSH, the frontend clients
+connect to, the nodes that get images sideloaded, and the `${GTNB_*}` values that render the
+HAProxy config for this lab.
+
+Secrets never live in the profile: SSH keys come from the agent or from key files the profile
+points at, and sudo on the nodes must be passwordless for the commands gtnb runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "SshHost",
+    "KubeSettings",
+    "BalancerSettings",
+    "FrontendSettings",
+    "HomelabProfile",
+    "load_profile",
+    "parse_profile",
+    "resolve_ssh_host",
+    "ensure_reload_command",
+    "ensure_no_secrets",
+    "DEADLOCK_POLICIES",
+    "SECRET_KEYS",
+]
+
+DEADLOCK_POLICIES = ("force-delete", "report")
+# Keys that would put a secret into a file people copy around and paste into issues.
+SECRET_KEYS = ("password", "passphrase", "private_key", "secret", "token", "key_data")
+_SECRET_HINT = (
+    "secrets never go in the profile: load the key into ssh-agent (`ssh-add`) or set "
+    "`identity_file:` to the key file's path, and make sudo passwordless (NOPASSWD) for gtnb's commands"
+)
+_GTNB_VAR = re.compile(r"^GTNB_[A-Z0-9_]+$")
+# A reload keeps established connections; these words stop or restart HAProxy, which on the
+# homelab also cuts the control plane's 6443 frontend (the seed's troubleshooting row).
+_FORBIDDEN_RELOAD = re.compile(r"(^|[\s;&|])(restart|try-restart|force-reload|stop|start|disable|mask)(\s|$|;)")
+_HARD_STOP_FLAG = re.compile(r"(^|\s)-s[t]\b")
+_KILL = re.compile(r"(^|[\s;&|])kill\b")
+_KILL_OK = re.compile(r"\bkill\s+(-s\s+)?-?(SIG)?(USR2|HUP)\b")
+
+
+@dataclass(frozen=True)
+class SshHost:
+    """One SSH hop, resolved through ~/.ssh/config (HostName, User, Port, IdentityFile, ProxyJump)."""
+
+    name: str  # what the user typed: an ssh_config alias or an address
+    hostname: str  # where to connect
+    port: int = 22
+    user: str | None = None
+    identity_files: tuple[Path, ...] = ()
+    jump: SshHost | None = None  # ProxyJump: reached through this host's direct-tcpip channel
+    known_hosts: Path = Path("~/.ssh/known_hosts")
+    accept_unknown_host_keys: bool = False
+
+    def __str__(self) -> str:
+        who = f"{self.user}@" if self.user else ""
+        via = f" via {self.jump}" if self.jump else ""
+        return f"{who}{self.hostname}:{self.port}{via}"
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    context: str | None
+    kubeconfig: Path | None
+    namespace: str = "service-a"
+    deployment: str = "service-a-igw"
+    istio_namespace: str = "istio-system"
+    deadlock_policy: str = "force-delete"  # force-delete old-mode pods (grace 5 s) or report only
+    rollout_timeout_s: float = 180.0
+
+
+@dataclass(frozen=True)
+class BalancerSettings:
+    ssh: SshHost
+    sudo: bool = True
+    admin_socket: str = "/run/haproxy/admin.sock"
+    config_path: str = "/etc/haproxy/haproxy.cfg"
+    reload_command: str = "systemctl reload haproxy"
+    haproxy_bin: str = "haproxy"
+    log_command: str = "journalctl -fu haproxy -o cat -n 0"
+    reload_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class FrontendSettings:
+    host: str
+    port: int = 443
+    sni: str = "example.local"
+    ca: Path = Path("haproxy/certs/ca.pem")
+
+
+@dataclass(frozen=True)
+class HomelabProfile:
+    """Everything gtnb needs to run on a real cluster; see profiles/homelab.example.yaml."""
+
+    path: Path
+    kube: KubeSettings
+    balancer: BalancerSettings
+    frontend: FrontendSettings
+    nodes: dict[str, SshHost] = field(default_factory=dict)  # node name -> SSH host for crictl/ctr
+    node_sudo: bool = True
+    images: tuple[str, ...] = ("service-a-backend:dev", "service-a-hc:dev")
+    haproxy_values: dict[str, str] = field(default_factory=dict)
+
+
+def load_profile(path: str | Path) -> HomelabProfile:
+    """Read and validate a homelab profile.
+
+    Parameters:
+        path: the YAML file (e.g. profiles/homelab.yaml).
+
+    Returns:
+        The validated HomelabProfile; relative paths in it are taken from the file's directory's
+        parent when they start with `haproxy/` (the repo layout), else from the file's directory.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(
+            f"profile {str(p)!r} does not exist: copy profiles/homelab.example.yaml to "
+            f"profiles/homelab.yaml and fill in your cluster"
+        )
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile {str(p)!r} is not valid YAML: {exc}") from exc
+    return parse_profile(data, path=p)
+
+
+def parse_profile(data: Any, *, path: Path = Path("<profile>")) -> HomelabProfile:
+    """Validate a profile already parsed from YAML (a mapping).
+
+    Parameters:
+        data: the parsed YAML document.
+        path: where it came from, for messages and relative paths.
+
+    Returns:
+        The HomelabProfile.
+    """
+    where = str(path)
+    root = _mapping(data, "the profile", where)
+    ensure_no_secrets(root, where=where)
+    _known(root, {"kube", "balancer", "frontend", "nodes", "images", "haproxy_values"}, "", where)
+    base = path.parent if path.name != "<profile>" else Path.cwd()
+
+    k = _mapping(root.get("kube"), "kube", where)
+    _known(k, {"context", "kubeconfig", "namespace", "deployment", "istio_namespace",
+               "deadlock_policy", "rollout_timeout_s"}, "kube.", where)
+    policy = _str(k, "deadlock_policy", "kube", where, "force-delete")
+    if policy not in DEADLOCK_POLICIES:
+        raise ConfigError(
+            f"{where}: kube.deadlock_policy is {policy!r}: use one of {', '.join(DEADLOCK_POLICIES)}"
+        )
+    kubeconfig = k.get("kubeconfig")
+    kube = KubeSettings(
+        context=_str(k, "context", "kube", where, None),
+        kubeconfig=Path(str(kubeconfig)).expanduser() if kubeconfig else None,
+        namespace=_str(k, "namespace", "kube", where, "service-a"),
+        deployment=_str(k, "deployment", "kube", where, "service-a-igw"),
+        istio_namespace=_str(k, "istio_namespace", "kube", where, "istio-system"),
+        deadlock_policy=policy,
+        rollout_timeout_s=_positive(k, "rollout_timeout_s", "kube", where, 180.0),
+    )
+
+    b = _mapping(root.get("balancer"), "balancer", where)
+    _known(b, {"ssh", "sudo", "admin_socket", "config_path", "reload_command", "haproxy_bin",
+               "log_command", "reload_timeout_s"}, "balancer.", where)
+    balancer = BalancerSettings(
+        ssh=_ssh(b.get("ssh"), "balancer.ssh", where, base),
+        sudo=_bool(b, "sudo", "balancer", where, True),
+        admin_socket=_abs(b, "admin_socket", "balancer", where, "/run/haproxy/admin.sock"),
+        config_path=_abs(b, "config_path", "balancer", where, "/etc/haproxy/haproxy.cfg"),
+        reload_command=ensure_reload_command(
+            _str(b, "reload_command", "balancer", where, "systemctl reload haproxy"), where=where
+        ),
+        haproxy_bin=_str(b, "haproxy_bin", "balancer", where, "haproxy"),
+        log_command=_str(b, "log_command", "balancer", where, "journalctl -fu haproxy -o cat -n 0"),
+        reload_timeout_s=_positive(b, "reload_timeout_s", "balancer", where, 20.0),
+    )
+
+    f = _mapping(root.get("frontend"), "frontend", where)
+    _known(f, {"host", "port", "sni", "ca"}, "frontend.", where)
+    frontend = FrontendSettings(
+        host=_str(f, "host", "frontend", where, None, required=True),
+        port=_port(f.get("port", 443), "frontend.port", where),
+        sni=_str(f, "sni", "frontend", where, "example.local"),
+        ca=_path(_str(f, "ca", "frontend", where, "haproxy/certs/ca.pem"), base),
+    )
+
+    n = _mapping(root.get("nodes", {}), "nodes", where)
+    _known(n, {"ssh", "sudo", "hosts"}, "nodes.", where)
+    defaults = _mapping(n.get("ssh", {}), "nodes.ssh", where)
+    hosts = _mapping(n.get("hosts", {}), "nodes.hosts", where)
+    nodes: dict[str, SshHost] = {}
+    for node, spec in hosts.items():
+        spec = {"host": spec} if isinstance(spec, str) else spec
+        merged = {**defaults, **_mapping(spec, f"nodes.hosts.{node}", where)}
+        nodes[str(node)] = _ssh(merged, f"nodes.hosts.{node}", where, base)
+
+    images = root.get("images", ["service-a-backend:dev", "service-a-hc:dev"])
+    if not isinstance(images, list) or not images or not all(isinstance(i, str) and i for i in images):
+        raise ConfigError(f"{where}: images is {images!r}: give a list of image references, "
+                          "e.g. [service-a-backend:dev, service-a-hc:dev]")
+
+    values = _mapping(root.get("haproxy_values", {}), "haproxy_values", where)
+    for key, value in values.items():
+        if not _GTNB_VAR.match(str(key)):
+            raise ConfigError(f"{where}: haproxy_values key {key!r} is not a GTNB_* name: the "
+                              "HAProxy configs read only ${GTNB_*} variables (e.g. GTNB_FRONTEND_ADDR)")
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: haproxy_values.{key} is {value!r}: give a string or number")
+
+    return HomelabProfile(
+        path=path,
+        kube=kube,
+        balancer=balancer,
+        frontend=frontend,
+        nodes=nodes,
+        node_sudo=_bool(n, "sudo", "nodes", where, True),
+        images=tuple(images),
+        haproxy_values={str(k): str(v) for k, v in values.items()},
+    )
+
+
+def ensure_no_secrets(data: Any, *, where: str, prefix: str = "") -> None:
+    """Refuse any key that looks like a secret, anywhere in the document."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            dotted = f"{prefix}{key}"
+            if str(key).lower() in SECRET_KEYS:
+                raise ConfigError(f"{where}: {dotted} looks like a secret: {_SECRET_HINT}")
+            ensure_no_secrets(value, where=where, prefix=f"{dotted}.")
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            ensure_no_secrets(item, where=where, prefix=f"{prefix}{i}.")
+
+
+def ensure_reload_command(command: str, *, where: str = "profile") -> str:
+    """Return `command` if it reloads HAProxy; refuse anything that restarts or stops it.
+
+    Parameters:
+        command: the shell command run on the HAProxy node after a config is installed.
+        where: the profile, for the message.
+
+    Returns:
+        The command unchanged.
+    """
+    fix = ("use `systemctl reload haproxy` (or a master-socket `reload`, or `kill -USR2 <master pid>`): "
+           "a restart drops every connection, the control plane's 6443 frontend included")
+    if not command.strip():
+        raise ConfigError(f"{where}: balancer.reload_command is empty: {fix}")
+    if _FORBIDDEN_RELOAD.search(command) or _HARD_STOP_FLAG.search(command):
+        raise ConfigError(f"{where}: balancer.reload_command {command!r} restarts or stops HAProxy: {fix}")
+    if _KILL.search(command) and not _KILL_OK.search(command):
+        raise ConfigError(f"{where}: balancer.reload_command {command!r} sends a signal that stops "
+                          f"HAProxy: {fix}")
+    try:
+        shlex.split(command)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: balancer.reload_command {command!r} is not valid shell: {exc}") from exc
+    return command
+
+
+def resolve_ssh_host(
+    name: str,
+    *,
+    user: str | None = None,
+    port: int | None = None,
+    jump: str | None = None,
+    identity_file: str | None = None,
+    ssh_config: Path | None = None,
+    known_hosts: Path | None = None,
+    accept_unknown_host_keys: bool = False,
+    _depth: int = 0,
+) -> SshHost:
+    """Resolve a host the way `ssh NAME` would: the profile's values first, then ~/.ssh/config.
+
+    Parameters:
+        name: an ssh_config alias (`homelab`), an address, or `user@host:port`.
+        user, port, jump, identity_file: explicit values; they win over ssh_config.
+        ssh_config: the file to read (default ~/.ssh/config when it exists).
+
+    Returns:
+        The SshHost, with its ProxyJump chain resolved the same way.
+    """
+    if _depth > 5:
+        raise ConfigError(f"ProxyJump chain through {name!r} is longer than 5 hops (a loop?): fix ~/.ssh/config")
+    m = re.fullmatch(r"(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?", name.strip())
+    if not m:
+        raise ConfigError(f"ssh host {name!r} is not `host`, `user@host` or `user@host:port`")
+    alias = m["host"].strip("[]")
+    user = user or m["user"]
+    port = port or (int(m["port"]) if m["port"] else None)
+    cfg_path = ssh_config or Path("~/.ssh/config").expanduser()
+    found: dict[str, Any] = {}
+    if cfg_path.is_file():
+        import paramiko  # deferred: only profiles with SSH need it
+
+        found = paramiko.SSHConfig.from_path(str(cfg_path)).lookup(alias)
+    proxy = jump or found.get("proxyjump")
+    if proxy and proxy.lower() == "none":
+        proxy = None
+    if proxy and "," in proxy:
+        # `ProxyJump a,b`: reach b through a, then the host through b.
+        *first, last = [h.strip() for h in proxy.split(",")]
+        chain = resolve_ssh_host(",".join(first), ssh_config=ssh_config, known_hosts=known_hosts,
+                                 accept_unknown_host_keys=accept_unknown_host_keys, _depth=_depth + 1)
+        jump_host: SshHost | None = _with_jump(
+            resolve_ssh_host(last, ssh_config=ssh_config, known_hosts=known_hosts,
+                             accept_unknown_host_keys=accept_unknown_host_keys, _depth=_depth + 1),
+            chain,
+        )
+    elif proxy:
+        jump_host = resolve_ssh_host(proxy, ssh_config=ssh_config, known_hosts=known_hosts,
+                                     accept_unknown_host_keys=accept_unknown_host_keys, _depth=_depth + 1)
+    else:
+        jump_host = None
+    identities = [identity_file] if identity_file else list(found.get("identityfile", []))
+    return SshHost(
+        name=name,
+        hostname=str(found.get("hostname", alias)),
+        port=int(port or found.get("port", 22)),
+        user=user or found.get("user"),
+        identity_files=tuple(Path(os.path.expanduser(i)) for i in identities),
+        jump=jump_host,
+        known_hosts=(known_hosts or Path("~/.ssh/known_hosts")).expanduser(),
+        accept_unknown_host_keys=accept_unknown_host_keys,
+    )
+
+
+def _with_jump(host: SshHost, jump: SshHost) -> SshHost:
+    from dataclasses import replace
+
+    return replace(host, jump=jump)
+
+
+# --- field helpers: each names the field, the value and the fix ---------------------------------
+
+
+def _ssh(raw: Any, name: str, where: str, base: Path) -> SshHost:
+    if isinstance(raw, str):
+        raw = {"host": raw}
+    s = _mapping(raw, name, where)
+    _known(s, {"host", "user", "port", "jump", "identity_file", "ssh_config", "known_hosts",
+               "accept_unknown_host_keys"}, f"{name}.", where)
+    host = _str(s, "host", name, where, None, required=True)
+    port = _port(s["port"], f"{name}.port", where) if "port" in s else None
+    identity = s.get("identity_file")
+    if identity is not None and not Path(str(identity)).expanduser().is_file():
+        raise ConfigError(f"{where}: {name}.identity_file {str(identity)!r} does not exist: point it at "
+                          "your private key file, or drop it and load the key into ssh-agent")
+    cfg = s.get("ssh_config")
+    return resolve_ssh_host(
+        host,
+        user=_str(s, "user", name, where, None),
+        port=port,
+        jump=_str(s, "jump", name, where, None),
+        identity_file=str(Path(str(identity)).expanduser()) if identity else None,
+        ssh_config=_path(str(cfg), base) if cfg else None,
+        known_hosts=_path(str(s["known_hosts"]), base) if s.get("known_hosts") else None,
+        accept_unknown_host_keys=_bool(s, "accept_unknown_host_keys", name, where, False),
+    )
+
+
+def _mapping(value: Any, name: str, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {name} must be a mapping (key: value lines), got {value!r}")
+    return value
+
+
+def _known(d: dict[str, Any], allowed: set[str], prefix: str, where: str) -> None:
+    for key in d:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {prefix}{key}: the known keys are "
+                              f"{', '.join(sorted(allowed))} (see profiles/homelab.example.yaml)")
+
+
+def _str(d: dict[str, Any], key: str, section: str, where: str, default: str | None,
+         *, required: bool = False) -> Any:
+    if key not in d or d[key] is None:
+        if required:
+            raise ConfigError(f"{where}: {section}.{key} is missing: set it (see profiles/homelab.example.yaml)")
+        return default
+    value = d[key]
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value).strip() == "":
+        raise ConfigError(f"{where}: {section}.{key} is {value!r}: give a non-empty string")
+    return str(value)
+
+
+def _bool(d: dict[str, Any], key: str, section: str, where: str, default: bool) -> bool:
+    value = d.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {section}.{key} is {value!r}: write true or false")
+    return value
+
+
+def _positive(d: dict[str, Any], key: str, section: str, where: str, default: float) -> float:
+    value = d.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{where}: {section}.{key} is {value!r}: give a positive number of seconds")
+    return float(value)
+
+
+def _port(value: Any, name: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"{where}: {name} is {value!r}: give a TCP port number 1..65535")
+    return value
+
+
+def _abs(d: dict[str, Any], key: str, section: str, where: str, default: str) -> str:
+    value = _str(d, key, section, where, default)
+    if not str(value).startswith("/"):
+        raise ConfigError(f"{where}: {section}.{key} is {value!r}: give an absolute path on the HAProxy node")
+    return str(value)
+
+
+def _path(value: str, base: Path) -> Path:
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p
+    # Profiles live in profiles/; repo paths like haproxy/certs/ca.pem are meant from the repo root.
+    for root in (base, base.parent):
+        if (root / p).exists():
+            return (root / p).resolve()
+    return (base.parent / p).resolve() if base.name == "profiles" else (base / p).resolve()
