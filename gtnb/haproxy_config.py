@@ -1,0 +1,189 @@
+"""Render `haproxy/haproxy-<mode>.cfg` for a target and check it with `haproxy -c`.
+
+The committed configs use HAProxy's own environment syntax, `"${GTNB_NAME}"`, for everything that
+differs between the local lab and the homelab (addresses, ports, cert and socket paths, the log
+target). Rendering substitutes those names with a target's values, so the text HAProxy runs is
+complete on its own and its sha256 can be recorded in the run journal. The same file also runs
+unrendered with the variables exported, which is what HAProxy's syntax buys us.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+from .errors import BalancerError, ConfigError
+
+__all__ = [
+    "MODES",
+    "haproxy_values_doc",
+    "HOMELAB_DEFAULTS",
+    "haproxy_config_path",
+    "config_variables",
+    "render_haproxy_config",
+    "check_config",
+]
+
+log = logging.getLogger(__name__)
+
+MODES = ("current", "improved")
+
+# name -> meaning; the same table is in docs/contracts.md ("HAProxy config values").
+_VALUES_DOC: dict[str, str] = {
+    "GTNB_FRONTEND_ADDR": "address both frontends listen on (local: 127.N.0.1; homelab: the node's address or 0.0.0.0)",
+    "GTNB_FRONTEND_PORT": "TLS frontend port for example.local (local: 8443; homelab: 443)",
+    "GTNB_API_PORT": "control-plane frontend port (6443)",
+    "GTNB_APISERVER": "host:port behind the control-plane frontend (local: 127.N.0.2:7000; homelab: master1:6443)",
+    "GTNB_CERT": "path of example.local.pem (certificate + key, made by `gtnb certs`)",
+    "GTNB_ADMIN_SOCKET": "path of the admin stats socket (`level admin`; local: .lab/haproxy/admin.sock)",
+    "GTNB_LOG_TARGET": "HAProxy `log` target (local: stdout; homelab: /dev/log)",
+    "GTNB_LOG_FORMAT": "HAProxy log format (local: iso, microsecond timestamps; homelab: rfc3164 for syslog)",
+    "GTNB_MASTER1_ADDR": "address of node master1 (its IGW pod serves :8080, its hc :15080)",
+    "GTNB_WORKER1_ADDR": "address of node worker1",
+    "GTNB_WORKER2_ADDR": "address of node worker2",
+}
+
+# What a Debian HAProxy node uses when a homelab profile does not say otherwise; the profile still
+# gives the addresses (GTNB_FRONTEND_ADDR, GTNB_APISERVER, GTNB_*_ADDR).
+HOMELAB_DEFAULTS: Mapping[str, str] = MappingProxyType({
+    "GTNB_FRONTEND_PORT": "443",
+    "GTNB_API_PORT": "6443",
+    "GTNB_CERT": "/etc/haproxy/certs/example.local.pem",
+    "GTNB_ADMIN_SOCKET": "/run/haproxy/admin.sock",
+    "GTNB_LOG_TARGET": "/dev/log",
+    "GTNB_LOG_FORMAT": "rfc3164",
+})
+
+# HAProxy 2.6's `log ... format <fmt>` names.
+_LOG_FORMATS = ("local", "iso", "raw", "rfc3164", "rfc5424", "short", "priority", "timed")
+
+# `"${NAME}"`: HAProxy also expands unquoted ${NAME} in some places, but the committed files always
+# quote, so one pattern finds every use.
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def haproxy_values_doc() -> dict[str, str]:
+    """Return the variables the HAProxy configs use, name -> meaning (a copy)."""
+    return dict(_VALUES_DOC)
+
+
+def _ensure_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}: pick one of those")
+    return mode
+
+
+def haproxy_config_path(mode: str) -> Path:
+    """Return the committed config file of a mode.
+
+    Parameters:
+        mode: `current` or `improved`.
+
+    Returns:
+        `haproxy/haproxy-<mode>.cfg` of the repository this package lives in.
+    """
+    _ensure_mode(mode)
+    return Path(__file__).resolve().parent.parent / "haproxy" / f"haproxy-{mode}.cfg"
+
+
+def config_variables(text: str) -> set[str]:
+    """Return the `${NAME}` variables a config text uses."""
+    return set(_VAR.findall(text))
+
+
+def _ensure_value(name: str, value: object) -> str:
+    """Check one value: it lands inside a double-quoted HAProxy word, so it must stay one word."""
+    if not isinstance(value, str):
+        raise ConfigError(f"HAProxy value {name} must be a string, got {type(value).__name__}: quote it")
+    if not value:
+        raise ConfigError(f"HAProxy value {name} is empty: give {_VALUES_DOC.get(name, 'a value')}")
+    for bad, why in (('"', "a double quote"), ("\\", "a backslash"), ("$", "a dollar sign"), ("\n", "a newline"), ("\r", "a carriage return"), ("#", "a hash")):
+        if bad in value:
+            raise ConfigError(
+                f"HAProxy value {name}={value!r} contains {why}, which would break the quoted word in the "
+                "config: use a value without it"
+            )
+    if name.endswith("_PORT"):
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise ConfigError(f"HAProxy value {name}={value!r} is not a port: use a number in 1..65535")
+    if name == "GTNB_APISERVER":
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"HAProxy value {name}={value!r} is not host:port: write it like 127.100.0.2:7000")
+    if name == "GTNB_LOG_FORMAT" and value not in _LOG_FORMATS:
+        raise ConfigError(f"HAProxy value {name}={value!r} is not a log format HAProxy knows: use one of {', '.join(_LOG_FORMATS)}")
+    return value
+
+
+def render_haproxy_config(mode: str, values: Mapping[str, str], *, source: str | Path | None = None) -> str:
+    """Substitute a target's values into the config of a mode.
+
+    Parameters:
+        mode: `current` or `improved`.
+        values: one string per variable of `haproxy_values_doc()`; no more, no fewer.
+        source: another config file to render instead of `haproxy/haproxy-<mode>.cfg` (tests).
+
+    Returns:
+        The config text with every `${GTNB_*}` replaced, ready for `check_config`.
+    """
+    path = Path(source) if source is not None else haproxy_config_path(mode)
+    _ensure_mode(mode)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read HAProxy config {path}: {exc.strerror}; is the checkout complete?") from exc
+    used = config_variables(text)
+    missing = sorted(used - set(values))
+    unknown = sorted(set(values) - used)
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(f"{n} ({_VALUES_DOC.get(n, 'undocumented')})" for n in missing))
+        if unknown:
+            parts.append("unknown " + ", ".join(unknown) + f" (not used by {path.name})")
+        raise ConfigError(f"cannot render {path.name}: {'; '.join(parts)}. Pass exactly the variables it uses.")
+    checked = {name: _ensure_value(name, values[name]) for name in used}
+    return _VAR.sub(lambda m: checked[m.group(1)], text)
+
+
+def _alerts(output: str, cfg: Path) -> str:
+    """Keep haproxy's ALERT lines, without pid noise and with the temp path named plainly."""
+    lines = [line for line in output.splitlines() if "[ALERT]" in line] or output.strip().splitlines()
+    cleaned = [re.sub(r"^\[ALERT\]\s+\(\d+\)\s*:\s*", "", line).replace(str(cfg), "<config>") for line in lines]
+    return "\n".join(cleaned)
+
+
+def check_config(text: str, haproxy: str = "haproxy") -> None:
+    """Run `haproxy -c` on a config text; raise when HAProxy refuses it.
+
+    Parameters:
+        text: a rendered config (every file it names, such as the certificate, must exist).
+        haproxy: the haproxy executable.
+
+    Returns:
+        None. Raises BalancerError quoting haproxy's own message when the config is refused.
+    """
+    with tempfile.TemporaryDirectory(prefix="gtnb-haproxy-check-") as tmp:
+        cfg = Path(tmp) / "haproxy.cfg"
+        cfg.write_text(text)
+        try:
+            proc = subprocess.run(
+                [haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60, check=False
+            )
+        except FileNotFoundError as exc:
+            raise BalancerError(
+                f"haproxy executable {haproxy!r} not found: install it (apt-get install haproxy) or pass its path"
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise BalancerError(f"`{haproxy} -c` did not finish within 60 s") from exc
+        output = (proc.stdout or "") + (proc.stderr or "")
+        if proc.returncode != 0:
+            raise BalancerError(f"HAProxy refused the config (`haproxy -c` exit {proc.returncode}):\n{_alerts(output, cfg)}")
+        for line in output.splitlines():
+            if "[WARNING]" in line:
+                log.warning("haproxy -c: %s", line.replace(str(cfg), "<config>"))
