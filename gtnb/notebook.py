@@ -1,0 +1,414 @@
+"""What the scenario notebooks call: parameter checks, run-or-analyse, display, the final step.
+
+A notebook stays thin: its parameters cell holds literals, and every other cell is one call into
+this module (or into ``gtnb.analysis``). The flow of s1..s4.ipynb::
+
+    p = nb.parameters("S1", mode=mode, target=target, ...)   # validation: ConfigError on bad input
+    outcome = nb.run_or_load(p)     # run the scenario, or take `run_dir`; a failure is recorded
+    run = nb.load(outcome)          # the artifacts as frames (partial ones for a failed run)
+    nb.show_figure(timeline(run))
+    nb.show_verdict(outcome, run)
+    nb.finish(outcome, p)           # report.html into the run dir; raise if the run failed
+
+A failed run does not stop the notebook at the run cell: the analysis cells still draw what the
+partial artifacts hold, the report is still rendered, and `finish` raises at the very end so
+papermill exits non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .artifacts import REPO_ROOT, artifacts_root, read_journal
+from .errors import ArtifactError, ConfigError, RunError
+from .notebook_show import (
+    narrate,
+    outcome_html,
+    show_compare,
+    show_comparison,
+    show_events,
+    show_figure,
+    show_outcome,
+    show_summary,
+    show_timeline,
+    show_transitions,
+    show_verdict,
+)
+
+__all__ = [
+    "SCENARIOS",
+    "MODES",
+    "TARGETS",
+    "NOTEBOOKS_DIR",
+    "Params",
+    "Outcome",
+    "ensure_scenario",
+    "ensure_mode",
+    "ensure_target",
+    "ensure_duration",
+    "ensure_workers",
+    "ensure_run_dir",
+    "parameters",
+    "run_or_load",
+    "load",
+    "compare_parameters",
+    "finish",
+    "finish_compare",
+    "notebook_for",
+    # re-exported from notebook_show, so a notebook needs one import
+    "narrate",
+    "outcome_html",
+    "show_compare",
+    "show_comparison",
+    "show_events",
+    "show_figure",
+    "show_outcome",
+    "show_summary",
+    "show_timeline",
+    "show_transitions",
+    "show_verdict",
+]
+
+log = logging.getLogger("gtnb.notebook")
+
+SCENARIOS = ("S1", "S2", "S3", "S4")
+MODES = ("current", "improved")
+TARGETS = ("local", "homelab")
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+
+def ensure_scenario(scenario: str) -> str:
+    """Return the scenario name (S1..S4, any case) or raise ConfigError listing the allowed ones."""
+    name = str(scenario).upper()
+    if name not in SCENARIOS:
+        raise ConfigError(f"scenario {scenario!r} is not one of {', '.join(SCENARIOS)}")
+    return name
+
+
+def ensure_mode(mode: str) -> str:
+    """Return `mode` if it is current or improved, else raise ConfigError naming both."""
+    if mode not in MODES:
+        raise ConfigError(
+            f"mode {mode!r} is not one of {' | '.join(MODES)}: set `mode` in the parameters cell "
+            f"(or `-p mode improved` with papermill)"
+        )
+    return mode
+
+
+def ensure_target(target: str) -> str:
+    """Return `target` if it is local or homelab, else raise ConfigError naming both."""
+    if target not in TARGETS:
+        raise ConfigError(
+            f"target {target!r} is not one of {' | '.join(TARGETS)}: `local` runs the lab on this "
+            f"machine, `homelab` needs a `profile`"
+        )
+    return target
+
+
+def ensure_duration(name: str, value: Any, *, minimum: float = 0.0) -> float | None:
+    """Return `value` as seconds (None = the scenario's default), or raise ConfigError.
+
+    Parameters:
+        name: the parameter's name, for the message.
+        value: a number of seconds, or None.
+        minimum: the smallest allowed value (exclusive for 0).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} = {value!r} is not a number of seconds: give e.g. {name} = 6")
+    if value < minimum or (minimum == 0.0 and value <= 0):
+        raise ConfigError(f"{name} = {value!r} must be > {minimum:g} s")
+    return float(value)
+
+
+def ensure_workers(value: Any) -> int | None:
+    """Return S3's worker count (None = default), or raise ConfigError for a non-positive int."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"workers = {value!r} must be a whole number >= 1 (the seed uses 10)")
+    return value
+
+
+def ensure_run_dir(run_dir: str | Path, scenario: str) -> Path:
+    """Return an existing run directory of `scenario`, or raise ConfigError saying what is wrong.
+
+    Parameters:
+        run_dir: a run directory (`artifacts/<ts>/<scenario>-<mode>/`), absolute or relative to
+            the working directory or the repo root.
+        scenario: the notebook's scenario; the run's journal must name the same one.
+    """
+    path = Path(run_dir).expanduser()
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path
+    path = path.resolve()
+    if not path.is_dir():
+        raise ConfigError(f"run_dir {str(run_dir)!r} is not a directory: give a run directory "
+                          f"such as artifacts/<YYYYmmdd-HHMMSS>/{scenario}-current")
+    try:
+        journal = read_journal(path)
+    except ArtifactError as exc:
+        raise ConfigError(f"run_dir {str(run_dir)!r} is not a gtnb run directory: {exc}") from exc
+    if str(journal.get("scenario", "")).upper() != scenario:
+        raise ConfigError(
+            f"run_dir {str(run_dir)!r} holds a {journal.get('scenario')} run, not {scenario}: "
+            f"open {str(journal.get('scenario', 's?')).lower()}.ipynb for it"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class Params:
+    """A notebook's validated parameters (None = the scenario's default)."""
+
+    scenario: str
+    mode: str
+    target: str = "local"
+    duration_s: float | None = None
+    kill_after_s: float | None = None
+    grace_period_s: float | None = None
+    workers: int | None = None
+    run_dir: Path | None = None
+    profile: str | None = None
+    artifacts: Path | None = None
+    report: bool = True
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``gtnb.scenarios.run`` (defaults left out)."""
+        extra = {k: v for k, v in (("duration_s", self.duration_s), ("kill_after_s", self.kill_after_s),
+                                   ("grace_period_s", self.grace_period_s), ("workers", self.workers))
+                 if v is not None}
+        return {"target": self.target, "profile": self.profile,
+                "artifacts": str(self.artifacts) if self.artifacts else None, **extra}
+
+
+
+def parameters(
+    scenario: str,
+    *,
+    mode: str,
+    target: str = "local",
+    duration_s: Any = None,
+    kill_after_s: Any = None,
+    grace_period_s: Any = None,
+    workers: Any = None,
+    run_dir: str | Path = "",
+    profile: str | Path = "",
+    artifacts: str | Path = "",
+    report: bool = True,
+) -> Params:
+    """Validate a notebook's parameters cell and return them as Params.
+
+    Parameters:
+        scenario: the notebook's scenario (S1..S4).
+        mode, target, duration_s, kill_after_s, grace_period_s, workers, run_dir, profile,
+        artifacts, report: the parameters cell's values, as DESIGN.md's "Public surface" names
+            them; empty strings and None mean "default".
+
+    Returns:
+        The Params. When `run_dir` is set, mode and target come from that run's journal.
+    """
+    scenario = ensure_scenario(scenario)
+    mode = ensure_mode(mode)
+    target = ensure_target(target)
+    path = ensure_run_dir(run_dir, scenario) if run_dir else None
+    if path is not None:
+        journal = read_journal(path)
+        mode, target = str(journal.get("mode", mode)), str(journal.get("target", target))
+    elif target == "homelab" and not profile:
+        raise ConfigError("target 'homelab' needs `profile`: the path of a lab profile YAML "
+                          "(see profiles/), or use target = 'local'")
+    kill = ensure_duration("kill_after_s", kill_after_s)
+    duration = ensure_duration("duration_s", duration_s)
+    if kill is not None and duration is not None and kill >= duration:
+        raise ConfigError(f"kill_after_s = {kill:g} must be shorter than duration_s = {duration:g}: "
+                          "the request has to be in flight when the pod goes")
+    return Params(
+        scenario=scenario, mode=mode, target=target, duration_s=duration, kill_after_s=kill,
+        grace_period_s=ensure_duration("grace_period_s", grace_period_s),
+        workers=ensure_workers(workers), run_dir=path, profile=str(profile) if profile else None,
+        artifacts=artifacts_root(artifacts) if artifacts else None, report=bool(report),
+    )
+
+
+@dataclass
+class Outcome:
+    """What the run cell produced: the run directory (if any) and the failure (if any)."""
+
+    params: Params
+    run_dir: Path | None
+    status: str  # completed | failed | aborted | running (a run killed hard)
+    step: str | None = None
+    error: str | None = None
+    analysed_only: bool = False
+    journal: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the run completed (whatever its verdict)."""
+        return self.status == "completed"
+
+    def failure(self) -> str:
+        """'run failed at step X: error' (empty when the run completed)."""
+        if self.ok:
+            return ""
+        return f"run {self.status} at step {self.step or '?'}: {self.error or 'no error recorded'}"
+
+
+def _find_run_dir(params: Params, since: float) -> Path | None:
+    """The newest run directory of this scenario and mode created since `since` (a failed run()
+    may raise before returning its path)."""
+    root = params.artifacts or artifacts_root()
+    found = [p.parent for p in root.glob(f"*/{params.scenario}-{params.mode}/run.json")
+             if p.stat().st_mtime >= since - 1]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _outcome_from_journal(params: Params, run_dir: Path, *, analysed_only: bool,
+                          error: str | None = None) -> Outcome:
+    try:
+        journal = read_journal(run_dir)
+    except ArtifactError as exc:
+        return Outcome(params, run_dir, "failed", "start", error or str(exc), analysed_only)
+    status = str(journal.get("status") or "failed")
+    if error and status == "completed":
+        status = "failed"  # run() raised after the journal was closed: still a failure
+    return Outcome(params, run_dir, status, journal.get("step"), journal.get("error") or error,
+                   analysed_only, journal)
+
+
+def run_or_load(params: Params) -> Outcome:
+    """Run the scenario (or take `run_dir`) and return what happened; never raises for a run
+    that failed, so the notebook goes on to show the partial artifacts.
+
+    Parameters:
+        params: from `parameters`.
+
+    Returns:
+        The Outcome. Bad input still raises ConfigError (nothing ran).
+    """
+    if params.run_dir is not None:
+        log.info("analysing the existing run %s (nothing is run)", params.run_dir)
+        return _outcome_from_journal(params, params.run_dir, analysed_only=True)
+    from .scenarios import run  # imported here: analysis-only notebooks need no target code
+
+    started = time.time()
+    log.info("running %s in %s mode on the %s target", params.scenario, params.mode, params.target)
+    try:
+        run_dir = run(params.scenario, params.mode, progress=True, **params.run_kwargs())
+    except ConfigError:
+        raise
+    except (Exception, KeyboardInterrupt) as exc:  # the journal says failed/aborted: keep going
+        found = getattr(exc, "run_dir", None) or _find_run_dir(params, started)
+        message = f"{type(exc).__name__}: {exc}"
+        if found is None:
+            return Outcome(params, None, "failed", "start", message)
+        return _outcome_from_journal(params, Path(found), analysed_only=False, error=message)
+    return _outcome_from_journal(params, Path(run_dir), analysed_only=False)
+
+
+def load(outcome: Outcome) -> Any:
+    """Load the run's artifacts (``gtnb.analysis.load_run``); None when there is no run dir."""
+    if outcome.run_dir is None:
+        return None
+    from .analysis import load_run
+
+    return load_run(outcome.run_dir)
+
+
+def notebook_for(scenario: str) -> Path:
+    """The notebook of a scenario: notebooks/s1.ipynb for S1."""
+    return NOTEBOOKS_DIR / f"{ensure_scenario(scenario).lower()}.ipynb"
+
+
+def finish(outcome: Outcome, params: Params | None = None) -> Path | None:
+    """The notebook's last cell: render report.html into the run dir, then raise if the run failed.
+
+    Parameters:
+        outcome: from `run_or_load`.
+        params: the Params (default: the outcome's); `report=False` skips the report (the
+            re-execution that renders it passes that).
+
+    Returns:
+        The report's path (None when no report was rendered). Raises RunError for a failed run,
+        after the report exists, so papermill exits non-zero.
+    """
+    params = params or outcome.params
+    report: Path | None = None
+    if params.report and outcome.run_dir is not None:
+        from .report import render_report
+
+        report = render_report(outcome.run_dir)
+        print(f"report: {report}")
+    if not outcome.ok:
+        where = f"; artifacts and report in {outcome.run_dir}" if outcome.run_dir else ""
+        raise RunError(outcome.failure() + where)
+    return report
+
+
+def compare_parameters(
+    scenario: str,
+    *,
+    target: str = "local",
+    duration_s: Any = None,
+    kill_after_s: Any = None,
+    grace_period_s: Any = None,
+    workers: Any = None,
+    run_dir_current: str | Path = "",
+    run_dir_improved: str | Path = "",
+    profile: str | Path = "",
+    artifacts: str | Path = "",
+    report: bool = True,
+) -> tuple[Params, Params]:
+    """Validate compare.ipynb's parameters: one Params per mode.
+
+    Parameters:
+        scenario: S1, S3 or S4 (S2 is improved-only).
+        run_dir_current, run_dir_improved: existing runs to compare instead of running them;
+            each must be of `scenario` and of its mode.
+        the rest: as in `parameters`; `workers` is used by S3 only, `grace_period_s` by S1/S4.
+
+    Returns:
+        (current Params, improved Params).
+    """
+    name = ensure_scenario(scenario)
+    if name == "S2":
+        raise ConfigError("scenario 'S2' runs in improved mode only: compare S1 (the same "
+                          "request in both modes), or open s2.ipynb")
+    common = dict(target=target, duration_s=duration_s, kill_after_s=kill_after_s,
+                  grace_period_s=None if name == "S3" else grace_period_s,
+                  workers=workers if name == "S3" else None, profile=profile,
+                  artifacts=artifacts, report=report)
+    pair = (parameters(name, mode="current", run_dir=run_dir_current, **common),
+            parameters(name, mode="improved", run_dir=run_dir_improved, **common))
+    for p, want, given in ((pair[0], "current", run_dir_current),
+                           (pair[1], "improved", run_dir_improved)):
+        if given and p.mode != want:
+            raise ConfigError(f"run_dir_{want} {str(given)!r} is a {p.mode}-mode run: give a "
+                              f"{want}-mode run directory")
+    return pair
+
+
+def finish_compare(outcome_current: Outcome, outcome_improved: Outcome, *,
+                   report: bool = True) -> Path | None:
+    """compare.ipynb's last cell: compare.html into the improved run's dir; raise if a run failed.
+
+    Returns:
+        The path of compare.html (None when not rendered).
+    """
+    path: Path | None = None
+    if report and outcome_current.run_dir and outcome_improved.run_dir:
+        from .report import render_compare_report
+
+        path = render_compare_report(outcome_current.run_dir, outcome_improved.run_dir)
+        print(f"comparison report: {path}")
+    failed = [o for o in (outcome_current, outcome_improved) if not o.ok]
+    if failed:
+        raise RunError("; ".join(f"{o.params.mode}: {o.failure()}" for o in failed))
+    return path

@@ -1,0 +1,192 @@
+"""What a notebook cell displays: figures as inline PNGs, tables as HTML, verdicts.
+
+Every function degrades to plain text outside IPython, so the same calls work from a script.
+A Run that is None (no run directory at all) shows a note instead of failing: the notebook of a
+failed run must still get to its last cell.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .notebook import Outcome
+
+__all__ = [
+    "narrate",
+    "show_figure",
+    "outcome_html",
+    "show_outcome",
+    "show_summary",
+    "show_timeline",
+    "show_events",
+    "show_transitions",
+    "show_compare",
+    "show_verdict",
+    "show_comparison",
+]
+
+
+def narrate(level: int = logging.INFO) -> None:
+    """Send gtnb's log lines (the run narrated) to the cell output, once per kernel."""
+    logger = logging.getLogger("gtnb")
+    if not any(getattr(h, "_gtnb", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler._gtnb = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def _display(obj: Any) -> None:
+    try:
+        from IPython.display import display
+    except ImportError:  # outside IPython: text is the display
+        print(obj)
+        return
+    display(obj)
+
+
+def _html(markup: str, text: str) -> None:
+    try:
+        from IPython.display import HTML
+    except ImportError:
+        print(text)
+        return
+    _display(HTML(markup))
+
+
+def _note(text: str, color: str = "#757575") -> None:
+    _html(f"<p style='color:{color}'><b>{html.escape(text)}</b></p>", text)
+
+
+def show_figure(fig: Any, *, dpi: int = 110) -> None:
+    """Display a matplotlib Figure as a PNG (inline as base64 in the HTML report)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    try:
+        from IPython.display import Image
+    except ImportError:
+        print(f"<figure: {len(buf.getvalue())} bytes of PNG>")
+        return
+    _display(Image(data=buf.getvalue(), format="png"))
+
+
+def _table(rows: list[tuple[str, Any]], caption: str) -> str:
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+                   f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f"<table class='gtnb-params'><caption>{html.escape(caption)}</caption>{body}</table>"
+
+
+def outcome_html(outcome: Outcome) -> str:
+    """The run's parameters and status as an HTML table (also the report's header)."""
+    j = outcome.journal
+    rows: list[tuple[str, Any]] = [
+        ("scenario", j.get("scenario", outcome.params.scenario)),
+        ("mode", j.get("mode", outcome.params.mode)),
+        ("target", j.get("target", outcome.params.target)),
+        ("status", outcome.status + ("" if outcome.ok else f" at step {outcome.step}")),
+    ]
+    rows += [(k, v) for k, v in (j.get("parameters") or {}).items()]
+    rows += [("started", j.get("started_at")), ("ended", j.get("ended_at")),
+             ("versions", ", ".join(f"{k} {v}" for k, v in (j.get("versions") or {}).items() if v)),
+             ("killed pod", j.get("killed_pod")), ("run directory", outcome.run_dir)]
+    box = ""
+    if not outcome.ok:
+        box = (f"<div style='border:2px solid #c62828;padding:6px;color:#c62828'><b>"
+               f"{html.escape(outcome.failure())}</b></div>")
+    return box + _table(rows, "run parameters")
+
+
+def show_outcome(outcome: Outcome) -> None:
+    """Display the run's parameters and status (and the failure, if any)."""
+    _html(outcome_html(outcome), outcome.failure() or f"run completed: {outcome.run_dir}")
+
+
+def show_summary(run: Any) -> None:
+    """Display what was loaded, missing or skipped (``Run.summary()``)."""
+    if run is None:
+        _note("nothing to load: the run left no run directory")
+        return
+    _display(run.summary())
+
+
+def show_timeline(run: Any) -> None:
+    """Display the run's six-event timeline (``gtnb.analysis.plot.timeline``)."""
+    if run is None:
+        _note("no timeline: the run left no artifacts")
+        return
+    from .analysis.plot import timeline
+
+    show_figure(timeline(run))
+
+
+def show_events(run: Any) -> None:
+    """Display the six events: name, t from E1, source and the evidence line."""
+    if run is None:
+        return
+    events = run.events
+    if events is None or len(events) == 0:
+        _note("no events found in the artifacts", "#c62828")
+        return
+    cols = [c for c in ("name", "t", "ts", "source", "evidence") if c in events.columns]
+    _display(events[cols])
+
+
+def show_transitions(run: Any) -> None:
+    """Display the hc sidecar's FSM transitions (S2: the drain FSM's timing)."""
+    if run is None:
+        return
+    hc = run.frames.get("hc")
+    if hc is None or len(hc) == 0 or "event" not in hc.columns:
+        _note("hc.log has no lines", "#c62828")
+        return
+    _display(hc[hc["event"] == "transition"].dropna(axis=1, how="all"))
+
+
+def show_compare(run_current: Any, run_improved: Any) -> None:
+    """Display both runs' timelines on one time axis (``plot_compare``)."""
+    if run_current is None or run_improved is None:
+        _note("no comparison figure: a run left no artifacts")
+        return
+    from .analysis.plot import plot_compare
+
+    show_figure(plot_compare(run_current, run_improved))
+
+
+def show_verdict(outcome: Outcome, run: Any) -> Any:
+    """Display the run's verdict (``gtnb.analysis.verdict``), after the failure if the run failed.
+
+    Returns:
+        The Verdict, or None when there was nothing to judge.
+    """
+    if not outcome.ok:
+        _note(f"The run {outcome.status} at step {outcome.step}: {outcome.error}. "
+              "The verdict below judges the partial artifacts.", "#c62828")
+    if run is None:
+        return None
+    from .analysis import verdict
+
+    result = verdict(run)
+    _display(result)
+    return result
+
+
+def show_comparison(run_current: Any, run_improved: Any) -> Any:
+    """Display the pair's verdict (``gtnb.analysis.compare``): does the evidence hold?
+
+    Returns:
+        The comparison verdict, or None when a run is missing.
+    """
+    if run_current is None or run_improved is None:
+        _note("no comparison: a run left no artifacts", "#c62828")
+        return None
+    from .analysis import compare
+
+    result = compare(run_current, run_improved)
+    _display(result)
+    return result
