@@ -13,12 +13,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from gtnb._wait import wait_until
 
-__all__ = ["random_host", "port_open", "Workload"]
+__all__ = ["random_host", "port_open", "Workload", "Igw", "igw"]
 
 START_TIMEOUT_S = 30.0  # two shared cores and other engineers' tests: be generous
 
@@ -92,5 +94,41 @@ class Workload:
         self._log.close()
 
 
-def elapsed_since(t0: float) -> float:
-    return time.monotonic() - t0
+@dataclass
+class Igw:
+    """A backend plus an agent-run Envoy on one random loopback address (the lab's ports)."""
+
+    host: str
+    backend: Workload
+    agent: Workload
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:8080"
+
+    @property
+    def admin(self) -> str:
+        return f"http://{self.host}:15000"
+
+    @property
+    def status(self) -> str:
+        return f"http://{self.host}:15021"
+
+
+@contextmanager
+def igw(log_dir: Path, agent_env: dict[str, str] | None = None) -> Iterator[Igw]:
+    """Start backend (:9080) and agent + Envoy (:8080 listener, :15000 admin, :15021 status)."""
+    host = random_host()
+    with ExitStack() as stack:
+        backend = stack.enter_context(Workload("backend", ["--listen", f"{host}:9080"], log_dir))
+        agent = stack.enter_context(Workload(
+            "agent",
+            ["--listen", f"{host}:8080", "--backend", f"{host}:9080", "--admin", f"{host}:15000",
+             "--status-listen", f"{host}:15021", "--drain-time-s", "30"],
+            # Short drains by default so a test's teardown (SIGTERM) is quick.
+            log_dir, env={"TERMINATION_DRAIN_DURATION": "1s", "MINIMUM_DRAIN_DURATION": "1s", **(agent_env or {})},
+        ))
+        backend.wait_port(host, 9080)
+        agent.wait_port(host, 8080)
+        agent.wait_port(host, 15021)
+        yield Igw(host, backend, agent)
