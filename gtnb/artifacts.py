@@ -243,10 +243,16 @@ class LabLock:
                 f"the {self.lab} is in use by another run ({self._describe_holder()}): wait for "
                 f"it to finish or stop it; lock file {self.path}"
             ) from None
-        holder = {"pid": os.getpid(), "run_dir": str(run_dir) if run_dir else None, "since": rfc3339()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
         self._fd = fd
+        self.note(run_dir)
+
+    def note(self, run_dir: Path | None) -> None:
+        """Record the holder (this pid, its run directory) for the message a refused run shows."""
+        if self._fd is None:
+            return
+        holder = {"pid": os.getpid(), "run_dir": str(run_dir) if run_dir else None, "since": rfc3339()}
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, json.dumps(holder).encode(), 0)
 
     def release(self) -> None:
         """Release the lock (idempotent)."""

@@ -1,0 +1,331 @@
+"""The one loop every scenario runs, with its journal, its lock and its clean-up.
+
+Every step is written to run.json before it starts, so an interruption leaves a journal that says
+where the run stopped. Whatever happens — an exception, Ctrl-C, SIGTERM — the traffic is
+cancelled, the collectors are stopped, what was measured is written, and a run that did not
+complete puts the lab back in the mode and replica count it had before.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .artifacts import REPO_ROOT, Journal, LabLock, artifacts_root, lab_lock_path, new_run_dir
+from .collect import Collectors, RunLog, parse_show_stat
+from .errors import RunError
+from .run_traffic import RunTraffic
+from .scenarios import Scenario
+from .targets import open_target
+from .targets.base import Pod, Target
+from .traffic import Pin
+
+__all__ = ["execute", "BACKEND", "lab_mode"]
+
+BACKEND = "istio-http-backend"  # HAProxy's backend of IGW servers; servers are named after nodes
+_TICK_S = 0.1
+
+
+def execute(
+    scenario: Scenario,
+    mode: str,
+    params: dict[str, Any],
+    *,
+    target: str,
+    profile: str | Path | None,
+    state_dir: str | Path | None,
+    artifacts: str | Path | None,
+    progress: bool,
+) -> Path:
+    """Lock the lab, open the target and run the loop (see `gtnb.scenarios.run`)."""
+    lab_id = profile if target != "local" else (state_dir or REPO_ROOT / ".lab")
+    lock = LabLock(lab_lock_path(target, lab_id), f"{target} lab {lab_id}")
+    # Locked before anything touches the lab: a refused run changes nothing and writes nothing.
+    lock.acquire()
+    try:
+        with _sigterm_as_interrupt(), open_target(target, profile=profile, state_dir=state_dir) as tgt:
+            run_dir = new_run_dir(scenario.name, mode, artifacts_root(artifacts))
+            lock.note(run_dir)
+            return _Run(scenario, mode, params, tgt, target, run_dir, progress).execute()
+    finally:
+        lock.release()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """`kill <pid>` gets the same clean-up as Ctrl-C (only possible in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def lab_mode(pods: list[Pod]) -> str | None:
+    """The mode the lab's live pods agree on, or None (no pods, or mixed modes)."""
+    modes = {p.mode for p in pods if p.phase != "Terminating"}
+    return modes.pop() if len(modes) == 1 else None
+
+
+def _servers(target: Target) -> dict[str, tuple[str, int]]:
+    """HAProxy's view of the IGW servers: {server: (status, current sessions)}."""
+    header, rows = parse_show_stat(target.balancer.show_stat())
+    ix = {name: i for i, name in enumerate(header)}
+    out: dict[str, tuple[str, int]] = {}
+    for row in rows:
+        if row[ix["pxname"]] == BACKEND and row[ix["svname"]] not in ("FRONTEND", "BACKEND"):
+            scur = row[ix["scur"]]
+            out[row[ix["svname"]]] = (row[ix["status"]], int(scur) if scur.isdigit() else 0)
+    return out
+
+
+class _Run:
+    def __init__(self, scenario: Scenario, mode: str, params: dict[str, Any], target: Target,
+                 target_name: str, run_dir: Path, progress: bool) -> None:
+        self.sc, self.mode, self.params, self.target = scenario, mode, params, target
+        self.cluster, self.balancer = target.cluster, target.balancer
+        self.run_dir, self.progress = run_dir, progress
+        self.journal = Journal(run_dir, target=target_name, scenario=scenario.name, mode=mode, parameters=params)
+        self.runlog = RunLog(run_dir / "run.log", echo=_echo if progress else None)
+        self.collectors: Collectors | None = None
+        self.traffic: RunTraffic | None = None
+        self.client_written = False
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def execute(self) -> Path:
+        status, error = "failed", None
+        before: tuple[str | None, int] | None = None
+        self.runlog(f"run {self.sc.name} ({self.sc.title}) in {self.mode} mode -> {self.run_dir}")
+        try:
+            self._step("inspect")
+            pods = self.cluster.pods()
+            before = (lab_mode(pods), self.cluster.rollout_status().desired)
+            self.journal.update(lab_before={"mode": before[0], "replicas": before[1]})
+            self.journal.update(versions={**self.cluster.versions(), **self.balancer.versions()},
+                                clock_offsets_s={"haproxy": self.balancer.clock_offset_s()})
+            self._step("toggle")
+            self._toggle(self.mode)
+            self._step("scale")
+            self._scale_and_wait(self.params["replicas"])
+            self._step("collect")
+            self.collectors = Collectors(self.cluster, self.balancer, self.run_dir, runlog=self.runlog,
+                                         stat_interval_s=self.params["stat_interval_s"])
+            self.collectors.start()
+            self._step("traffic")
+            self.traffic = RunTraffic(self.sc, self.params, Pin.from_frontend(self.balancer.frontend()))
+            self.runlog(f"traffic: {self.traffic.describe}")
+            started = time.monotonic()
+            self.traffic.start()
+            with self._bar() as bar:
+                self._wait(lambda: time.monotonic() - started >= self.params["kill_after_s"], bar, started)
+                self._step("terminate")
+                self._terminate()
+                self._step("wait_traffic")
+                limit = self.params["duration_s"] + self.params["timeout_margin_s"] + 10
+                if not self._wait(lambda: self.traffic.done, bar, started, limit=limit):  # type: ignore[union-attr]
+                    raise RunError(f"the traffic did not end within {limit:g} s of its start")
+            self.runlog(f"traffic ended: {self.traffic.summary()}")
+            self._write_client()
+            self._step("wait_pod_gone")
+            self._wait_termination_done()
+            self._step("stop_collectors")
+            self._stop_collectors()
+            self._step("write_artifacts")
+            self._write_client()
+            status = "completed"
+            self.runlog(f"run completed: {self.run_dir}")
+            return self.run_dir
+        except KeyboardInterrupt as exc:
+            status, error = "aborted", f"interrupted ({exc or 'Ctrl-C'}) at step {self.journal.data['step']}"
+            exc.run_dir = self.run_dir  # type: ignore[attr-defined]
+            raise
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            exc.run_dir = self.run_dir  # type: ignore[attr-defined]
+            raise
+        finally:
+            self._cleanup(status, error, before)
+
+    def _step(self, name: str) -> None:
+        self.journal.step(name)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _toggle(self, mode: str, *, restoring: bool = False) -> None:
+        from .modes import toggle
+
+        result = toggle(self.target, mode, log=self.runlog, progress=self.progress and not restoring)
+        if restoring:
+            return  # the journal keeps the sha256 of the run's own mode
+        sha = dict(self.journal.data.get("sha256") or {})
+        for key, names in (("manifest", ("manifest_sha256", "manifest")), ("haproxy_cfg", ("cfg_sha256", "haproxy_cfg_sha256", "haproxy_cfg"))):
+            for name in names:
+                value = getattr(result, name, None)
+                if isinstance(value, str):
+                    sha[key] = value
+                    break
+        if not sha.get("haproxy_cfg"):
+            sha["haproxy_cfg"] = self.balancer.installed_sha256()
+        self.journal.update(sha256=sha)
+
+    def _scale_and_wait(self, replicas: int) -> None:
+        self.runlog(f"scale to {replicas} replica{'s' if replicas != 1 else ''} and wait until HAProxy sees them UP")
+        self.cluster.scale(replicas)
+        deadline = time.monotonic() + self.params["ready_timeout_s"]
+        while True:
+            pods = self.cluster.pods()
+            live = [p for p in pods if p.phase == "Running" and p.ready and p.mode == self.mode]
+            servers = _servers(self.target)
+            if (len(live) == replicas and len(pods) == replicas
+                    and all(servers.get(str(p.node), ("",))[0] == "UP" for p in live)):
+                self.runlog("ready: " + ", ".join(f"{p.name} on {p.node} (UP)" for p in live))
+                return
+            if time.monotonic() >= deadline:
+                raise RunError(
+                    f"the lab was not ready within {self.params['ready_timeout_s']:g} s: want {replicas} "
+                    f"Running+Ready {self.mode} pod(s) and nothing else, HAProxy UP on their nodes; have pods "
+                    f"{[(p.name, p.phase, p.ready, p.mode, p.node) for p in pods]}, servers {servers}. "
+                    "Check `gtnb lab status`, or raise ready_timeout_s"
+                )
+            time.sleep(0.2)
+
+    def _terminate(self) -> None:
+        if self.sc.event == "rollout_restart":
+            self.runlog("termination event: rollout restart")
+            self.cluster.rollout_restart()
+            self.journal.update(killed_pod=None, event_at=time.time())
+            return
+        pod = self._serving_pod()
+        grace = self.params["grace_period_s"]
+        self.runlog(f"termination event: delete pod {pod.name} on {pod.node} (grace period {grace:g} s)")
+        self.cluster.delete_pod(pod.name, grace)
+        self.journal.update(killed_pod=pod.name, event_at=time.time())
+
+    def _serving_pod(self) -> Pod:
+        """The pod whose node HAProxy is sending the traffic to (with one replica: the pod)."""
+        pods = [p for p in self.cluster.pods() if p.phase == "Running"]
+        busy = {name for name, (_, scur) in _servers(self.target).items() if scur > 0}
+        serving = [p for p in pods if p.node in busy] or [p for p in pods if p.ready]
+        if not serving:
+            raise RunError("no Running IGW pod to delete: the lab lost its pod before the termination event")
+        if len(serving) > 1:
+            self.runlog(f"several pods serve traffic ({', '.join(p.name for p in serving)}): deleting the first")
+        return serving[0]
+
+    def _wait_termination_done(self) -> None:
+        limit = self.params["pod_gone_timeout_s"]
+        killed = self.journal.data.get("killed_pod")
+        if killed:
+            what = f"pod {killed} to be gone"
+            cond: Callable[[], bool] = lambda: killed not in {p.name for p in self.cluster.pods()}
+        else:
+            what = "the rollout to complete"
+            cond = lambda: self.cluster.rollout_status().complete and all(
+                p.phase != "Terminating" for p in self.cluster.pods())
+        self.runlog(f"waiting for {what}")
+        started = time.monotonic()
+        while not cond():
+            if time.monotonic() - started >= limit:
+                raise RunError(f"timed out after {limit:g} s waiting for {what}; raise pod_gone_timeout_s")
+            time.sleep(0.2)
+        self.runlog(f"{what.replace(' to be ', ' is ').replace(' to complete', ' completed')} "
+                    f"after {time.monotonic() - started:.1f} s")
+
+    def _stop_collectors(self) -> None:
+        if self.collectors is None or not self.collectors.started:
+            return
+        collectors, self.collectors = self.collectors, None
+        summary = collectors.stop()
+        self.journal.update(stat_interval_s=summary["stat_interval_s"], stat_jitter_s=summary["stat_jitter_s"],
+                            collected={k: summary[k] for k in ("lines", "pods", "errors", "cpu_s")})
+
+    def _write_client(self) -> None:
+        if self.traffic is not None:
+            rows = self.traffic.write(self.run_dir)
+            if not self.client_written:
+                self.runlog(f"client.csv: {rows} request{'s' if rows != 1 else ''}")
+            self.client_written = True
+
+    # -- waiting with progress -----------------------------------------------------------------
+
+    @contextmanager
+    def _bar(self) -> Iterator[Any]:
+        from tqdm.auto import tqdm
+
+        total = self.params["duration_s"]
+        bar = tqdm(total=total, unit="s", desc=f"{self.sc.name} {self.mode}", disable=not self.progress,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s {postfix}", file=sys.stderr)
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    def _wait(self, cond: Callable[[], bool], bar: Any, started: float, limit: float | None = None) -> bool:
+        while not cond():
+            elapsed = time.monotonic() - started
+            if limit is not None and elapsed >= limit:
+                return False
+            bar.n = min(elapsed, bar.total)
+            if self.traffic is not None:
+                bar.set_postfix_str(self.traffic.progress(), refresh=False)
+            bar.refresh()
+            time.sleep(_TICK_S)
+        return True
+
+    # -- clean-up ------------------------------------------------------------------------------
+
+    def _cleanup(self, status: str, error: str | None, before: tuple[str | None, int] | None) -> None:
+        try:
+            if self.traffic is not None and not self.traffic.done:
+                self.traffic.cancel()
+                self.traffic.join(10)
+            self._stop_collectors()
+            self._write_client()
+            if status != "completed" and before is not None:
+                self._restore(*before)
+        except BaseException as exc:  # keep going: the journal must still be closed
+            self.journal.update(cleanup_error=f"{type(exc).__name__}: {exc}")
+        finally:
+            if status != "completed":
+                self.runlog(f"run {status}: {error}")
+            self.journal.finish(status, error)
+            self.runlog.close()
+
+    def _restore(self, mode: str | None, replicas: int) -> None:
+        self.runlog(f"restoring the lab to mode {mode or '(unchanged)'}, {replicas} replica(s)")
+        try:
+            pods = self.cluster.pods()
+            if mode is not None and lab_mode(pods) != mode:
+                self._toggle(mode, restoring=True)
+            self.cluster.scale(replicas)
+            deadline = time.monotonic() + self.params["ready_timeout_s"]
+            while len([p for p in self.cluster.pods() if p.phase == "Running" and p.ready]) != replicas:
+                if time.monotonic() >= deadline:
+                    raise RunError(f"the lab did not come back to {replicas} ready pod(s) in time")
+                time.sleep(0.2)
+            restored = {"mode": mode, "replicas": replicas}
+            self.journal.update(restored=restored)
+            self.runlog(f"lab restored: {restored}")
+        except BaseException as exc:
+            self.journal.update(restore_error=f"{type(exc).__name__}: {exc}")
+            self.runlog(f"restoring the lab failed: {type(exc).__name__}: {exc}")
+
+
+def _echo(message: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"gtnb: {message}", file=sys.stderr)
