@@ -219,8 +219,14 @@ def parameters(
     target = ensure_target(target)
     path = ensure_run_dir(run_dir, scenario) if run_dir else None
     if path is not None:
+        # Analysing an existing run: what it was run with is what counts, not this cell's defaults.
         journal = read_journal(path)
         mode, target = str(journal.get("mode", mode)), str(journal.get("target", target))
+        recorded = journal.get("parameters") or {}
+        duration_s = recorded.get("duration_s", duration_s)
+        kill_after_s = recorded.get("kill_after_s", kill_after_s)
+        grace_period_s = recorded.get("grace_period_s", grace_period_s)
+        workers = recorded.get("workers", workers)
     elif target == "homelab" and not profile:
         raise ConfigError("target 'homelab' needs `profile`: the path of a lab profile YAML "
                           "(see profiles/), or use target = 'local'")

@@ -7,6 +7,7 @@ failed run must still get to its last cell.
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import logging
@@ -65,15 +66,18 @@ def _note(text: str, color: str = "#757575") -> None:
 
 
 def show_figure(fig: Any, *, dpi: int = 110) -> None:
-    """Display a matplotlib Figure as a PNG (inline as base64 in the HTML report)."""
+    """Display a matplotlib Figure as an inline base64 PNG, its title as the alt text.
+
+    The figure travels as an HTML <img> rather than an image/png output so that the alt text
+    survives into the HTML report (nbconvert's template drops image metadata).
+    """
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    try:
-        from IPython.display import Image
-    except ImportError:
-        print(f"<figure: {len(buf.getvalue())} bytes of PNG>")
-        return
-    _display(Image(data=buf.getvalue(), format="png"))
+    title = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) else "figure"
+    alt = html.escape(title.replace("\n", " — "), quote=True)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    _html(f"<img alt=\"{alt}\" src=\"data:image/png;base64,{data}\" style=\"max-width:100%\">",
+          f"<figure: {title}>")
 
 
 def _table(rows: list[tuple[str, Any]], caption: str) -> str:

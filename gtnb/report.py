@@ -129,13 +129,14 @@ def report_header(run_dir: Path, result: Any = None) -> str:
             f"{outcome_html(outcome)}<h2>Verdict</h2>{verdict_html}</div>")
 
 
-def notebook_html(executed: Path, header: str, output: Path) -> Path:
+def notebook_html(executed: Path, header: str, output: Path, title: str = "gtnb report") -> Path:
     """Render an executed notebook to one self-contained HTML file, code hidden, `header` first.
 
     Parameters:
         executed: the executed notebook.
         header: HTML placed before the first cell.
         output: the HTML file to write.
+        title: the page title.
 
     Returns:
         `output`.
@@ -143,6 +144,8 @@ def notebook_html(executed: Path, header: str, output: Path) -> Path:
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(executed), as_version=4)
+    # papermill's "An Exception was encountered" banner links to a cell the header already names.
+    nb.cells = [c for c in nb.cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
     # The header travels as the first cell's display output: it renders as plain HTML, and the
     # hidden-input setting below leaves no code around it.
     head = nbformat.v4.new_code_cell(source="")
@@ -153,7 +156,7 @@ def notebook_html(executed: Path, header: str, output: Path) -> Path:
         extra_loaders=[DictLoader({"gtnb_report.html.j2": _TEMPLATE})],
         exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
     )
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": output.stem}})
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     output.write_text(body, encoding="utf-8")
     return output
 
@@ -180,7 +183,8 @@ def render_report(run_dir: str | os.PathLike[str], *, execute: bool = True) -> P
                                             "run_dir": str(run_dir), "report": False})
     result = _verdict_for(run_dir)
     _record_verdict(run_dir, result)
-    out = notebook_html(executed, report_header(run_dir, result), run_dir / "report.html")
+    title = f"{scenario} {journal.get('mode')} — gtnb report"
+    out = notebook_html(executed, report_header(run_dir, result), run_dir / "report.html", title)
     log.info("report: %s", out)
     return out
 
@@ -201,7 +205,8 @@ def render_compare_report(run_dir_current: Path, run_dir_improved: Path) -> Path
     header = (f"{_CSS}<div class='gtnb-header'><h1>{html.escape(str(journal.get('scenario')))}: "
               f"current vs improved</h1><p>current: {html.escape(str(cur))}<br>improved: "
               f"{html.escape(str(imp))}</p></div>")
-    return notebook_html(executed, header, imp / "compare.html")
+    return notebook_html(executed, header, imp / "compare.html",
+                         f"{journal.get('scenario')} current vs improved — gtnb report")
 
 
 def find_runs(artifacts: str | os.PathLike[str] | None = None) -> list[Path]:
