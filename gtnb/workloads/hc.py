@@ -80,6 +80,9 @@ class HcServer:
         self._wake = asyncio.Event()  # a check was served or a signal came: re-evaluate
         self._drain_task: asyncio.Task[None] | None = None
         self.stopped = asyncio.Event()
+        # Built once at start: building an httpx client takes ~0.1 s (its TLS context), which
+        # would otherwise delay the drain call (E3) behind the DOWN wait.
+        self.admin = httpx.AsyncClient(base_url=settings.envoy_admin, timeout=ADMIN_TIMEOUT_S)
 
     # -- ASGI ---------------------------------------------------------------------------------
 
@@ -156,32 +159,31 @@ class HcServer:
             except asyncio.TimeoutError:
                 pass
         self.log("down_wait_over", reason=fsm.down_wait_reason, failed_checks=fsm.failed_checks)
-        async with httpx.AsyncClient(base_url=self.settings.envoy_admin, timeout=ADMIN_TIMEOUT_S) as admin:
-            url = f"{self.settings.envoy_admin}/drain_listeners?graceful"
+        url = f"{self.settings.envoy_admin}/drain_listeners?graceful"
+        try:
+            response = await self.admin.post("/drain_listeners?graceful")
+            self.log("drain_start", url=url, status=response.status_code)
+        except httpx.HTTPError as exc:
+            # Keep going: the polls then fail too and the drain timeout ends the wait.
+            self.log("drain_start", level="warn", url=url, status="error", error=_describe(exc))
+        fsm.drain_started()
+        # Phase 2: poll until no request is in flight, bounded by the drain timeout.
+        while fsm.state is State.DRAINING:
+            rq: int | None
             try:
-                response = await admin.post("/drain_listeners?graceful")
-                self.log("drain_start", url=url, status=response.status_code)
+                response = await self.admin.get(HC_STATS_QUERY)
+                response.raise_for_status()
+                counts = hc_active_counts(response.text)
+                rq = counts.rq_active
+                self.log("poll", rq_active=counts.rq_active, cx_active=counts.cx_active)
             except httpx.HTTPError as exc:
-                # Keep going: the polls then fail too and the drain timeout ends the wait.
-                self.log("drain_start", level="warn", url=url, status="error", error=_describe(exc))
-            fsm.drain_started()
-            # Phase 2: poll until no request is in flight, bounded by the drain timeout.
-            while fsm.state is State.DRAINING:
-                rq: int | None
-                try:
-                    response = await admin.get(HC_STATS_QUERY)
-                    response.raise_for_status()
-                    counts = hc_active_counts(response.text)
-                    rq = counts.rq_active
-                    self.log("poll", rq_active=counts.rq_active, cx_active=counts.cx_active)
-                except httpx.HTTPError as exc:
-                    rq = None
-                    self.log("poll", level="warn", error=_describe(exc))
-                transition = fsm.poll(rq)
-                if transition is not None:
-                    self._log_transition(transition)
-                    break
-                await asyncio.sleep(min(t.poll_interval_s, max(fsm.drain_remaining(), 0.001)))
+                rq = None
+                self.log("poll", level="warn", error=_describe(exc))
+            transition = fsm.poll(rq)
+            if transition is not None:
+                self._log_transition(transition)
+                break
+            await asyncio.sleep(min(t.poll_interval_s, max(fsm.drain_remaining(), 0.001)))
         self._done.set()
 
     # -- signals -------------------------------------------------------------------------------
@@ -269,7 +271,10 @@ async def serve(settings: HcSettings) -> None:
     log("start", listen=settings.listen, envoy_admin=settings.envoy_admin, down_wait_s=t.down_wait_s,
         down_after_checks=t.down_after_checks, poll_interval_s=t.poll_interval_s,
         drain_timeout_s=t.drain_timeout_s)
-    await hypercorn_serve(server, config, shutdown_trigger=server.stopped.wait)  # type: ignore[arg-type]
+    try:
+        await hypercorn_serve(server, config, shutdown_trigger=server.stopped.wait)  # type: ignore[arg-type]
+    finally:
+        await server.admin.aclose()
     log("exit")
 
 
