@@ -24,6 +24,7 @@ __all__ = [
     "parse_go_bool",
     "selector_matches",
     "FieldReader",
+    "yaml_error_summary",
 ]
 
 # Istio's defaults: ProxyConfig.terminationDrainDuration and pilot-agent's MINIMUM_DRAIN_DURATION.
@@ -140,3 +141,10 @@ class FieldReader:
             # "0%" counts as zero too: the API server validates the number, not the resolved value.
             return (math.ceil(scaled) if round_up else math.floor(scaled)), int(m.group(1)) == 0
         raise self.fail(field, f"{raw!r} is neither a whole number nor a percentage", "write e.g. 1 or 25%")
+
+
+def yaml_error_summary(exc: Exception) -> str:
+    """One line for a YAML error: where and what (PyYAML's own message spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem

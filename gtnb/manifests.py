@@ -27,6 +27,7 @@ from .manifest_fields import (
     parse_go_duration,
     parse_proto_duration,
     selector_matches,
+    yaml_error_summary,
 )
 
 __all__ = [
@@ -189,7 +190,7 @@ def _load_deployment(path: Path) -> dict[str, Any]:
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from exc
+        raise ConfigError(f"{path}: not valid YAML ({yaml_error_summary(exc)}); fix the syntax") from exc
     deployments = [d for d in docs if isinstance(d, dict) and d.get("kind") == "Deployment"]
     if not deployments:
         raise ConfigError(f"{path}: no Deployment in the file; an IGW manifest holds the service-a-igw Deployment")
@@ -279,7 +280,7 @@ def _proxy_config(r: FieldReader, annotations: dict[str, Any]) -> ProxyConfig:
     try:
         cfg = yaml.safe_load(raw) or {}
     except yaml.YAMLError as exc:
-        raise r.fail(field, f"is not valid YAML ({exc})", "fix the ProxyConfig block") from exc
+        raise r.fail(field, f"is not valid YAML ({yaml_error_summary(exc)})", "fix the ProxyConfig block") from exc
     cfg = r.mapping(cfg, field, "write the ProxyConfig as a mapping")
     drain = cfg.get("terminationDrainDuration")
     try:
