@@ -177,6 +177,7 @@ class Params:
     run_dir: Path | None = None
     profile: str | None = None
     artifacts: Path | None = None
+    state_dir: str | None = None
     report: bool = True
 
     def run_kwargs(self) -> dict[str, Any]:
@@ -184,7 +185,7 @@ class Params:
         extra = {k: v for k, v in (("duration_s", self.duration_s), ("kill_after_s", self.kill_after_s),
                                    ("grace_period_s", self.grace_period_s), ("workers", self.workers))
                  if v is not None}
-        return {"target": self.target, "profile": self.profile,
+        return {"target": self.target, "profile": self.profile, "state_dir": self.state_dir,
                 "artifacts": str(self.artifacts) if self.artifacts else None, **extra}
 
 
@@ -201,6 +202,7 @@ def parameters(
     run_dir: str | Path = "",
     profile: str | Path = "",
     artifacts: str | Path = "",
+    state_dir: str | Path = "",
     report: bool = True,
 ) -> Params:
     """Validate a notebook's parameters cell and return them as Params.
@@ -208,14 +210,17 @@ def parameters(
     Parameters:
         scenario: the notebook's scenario (S1..S4).
         mode, target, duration_s, kill_after_s, grace_period_s, workers, run_dir, profile,
-        artifacts, report: the parameters cell's values, as DESIGN.md's "Public surface" names
-            them; empty strings and None mean "default".
+        artifacts, state_dir, report: the parameters cell's values, as DESIGN.md's "Public
+            surface" and the CLI name them; empty strings and None mean "default".
 
     Returns:
         The Params. When `run_dir` is set, mode and target come from that run's journal.
     """
     scenario = ensure_scenario(scenario)
     mode = ensure_mode(mode)
+    if scenario == "S2" and mode != "improved":
+        raise ConfigError("S2 runs in improved mode only (it times the improved drain FSM): set "
+                          "mode = 'improved', or use s1.ipynb for the current side")
     target = ensure_target(target)
     path = ensure_run_dir(run_dir, scenario) if run_dir else None
     if path is not None:
@@ -239,7 +244,8 @@ def parameters(
         scenario=scenario, mode=mode, target=target, duration_s=duration, kill_after_s=kill,
         grace_period_s=ensure_duration("grace_period_s", grace_period_s),
         workers=ensure_workers(workers), run_dir=path, profile=str(profile) if profile else None,
-        artifacts=artifacts_root(artifacts) if artifacts else None, report=bool(report),
+        artifacts=artifacts_root(artifacts) if artifacts else None,
+        state_dir=str(state_dir) if state_dir else None, report=bool(report),
     )
 
 
@@ -370,6 +376,7 @@ def compare_parameters(
     run_dir_improved: str | Path = "",
     profile: str | Path = "",
     artifacts: str | Path = "",
+    state_dir: str | Path = "",
     report: bool = True,
 ) -> tuple[Params, Params]:
     """Validate compare.ipynb's parameters: one Params per mode.
@@ -390,7 +397,7 @@ def compare_parameters(
     common = dict(target=target, duration_s=duration_s, kill_after_s=kill_after_s,
                   grace_period_s=None if name == "S3" else grace_period_s,
                   workers=workers if name == "S3" else None, profile=profile,
-                  artifacts=artifacts, report=report)
+                  artifacts=artifacts, state_dir=state_dir, report=report)
     pair = (parameters(name, mode="current", run_dir=run_dir_current, **common),
             parameters(name, mode="improved", run_dir=run_dir_improved, **common))
     for p, want, given in ((pair[0], "current", run_dir_current),
