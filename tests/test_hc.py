@@ -136,7 +136,7 @@ def test_prestop_drain_after_failed_checks(tmp_path: Path, admin: FakeAdmin) -> 
 
 def test_drain_timeout_when_a_request_never_ends(tmp_path: Path, admin: FakeAdmin) -> None:
     proc, base = start_hc(tmp_path, f"http://{admin.host}:15000", "--down-wait-s", "0.2",
-                          "--poll-interval-s", "0.1", "--drain-timeout-s", "0.5")
+                          "--down-after-checks", "0", "--poll-interval-s", "0.1", "--drain-timeout-s", "0.5")
     with proc:
         response = httpx.get(f"{base}/prestop", timeout=30)
         assert (response.status_code, response.text.strip()) == (200, "DRAINED")
@@ -147,7 +147,7 @@ def test_drain_timeout_when_a_request_never_ends(tmp_path: Path, admin: FakeAdmi
 
 def test_unreachable_envoy_admin_still_ends_the_drain(tmp_path: Path) -> None:
     proc, base = start_hc(tmp_path, f"http://{random_host()}:15000", "--down-wait-s", "0",
-                          "--poll-interval-s", "0.1", "--drain-timeout-s", "0.5")
+                          "--down-after-checks", "0", "--poll-interval-s", "0.1", "--drain-timeout-s", "0.5")
     with proc:
         assert httpx.get(f"{base}/prestop", timeout=30).text.strip() == "DRAINED"
     lines = proc.lines()
@@ -198,7 +198,8 @@ def test_bad_settings_name_the_flag_and_env(monkeypatch: pytest.MonkeyPatch, cap
 def test_drain_against_a_real_envoy(tmp_path: Path) -> None:
     """The hc drains a real Envoy: DRAINED only after the in-flight request completed."""
     with igw(tmp_path) as gw:
-        proc, base = start_hc(tmp_path, gw.admin, "--down-wait-s", "0.2", "--poll-interval-s", "0.2",
+        proc, base = start_hc(tmp_path, gw.admin, "--down-wait-s", "0.2", "--down-after-checks", "0",
+                              "--poll-interval-s", "0.2",
                               "--drain-timeout-s", "30")
         with proc, httpx.Client(base_url=gw.url, timeout=30) as client, ThreadPoolExecutor(1) as pool:
             assert client.get("/fast").status_code == 200

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from gtnb.errors import ConfigError
 from gtnb.workloads.hc_fsm import HcFsm, HcTimings, State
@@ -41,7 +44,7 @@ def test_prestop_goes_draining_once_and_checks_fail_from_then_on() -> None:
 
 
 def test_fixed_down_wait_ends_on_the_timer_not_before() -> None:
-    fsm, clock = make(down_wait_s=6.0)
+    fsm, clock = make(down_wait_s=6.0, down_after_checks=0)
     fsm.prestop()
     for _ in range(10):
         fsm.check()  # checks do not matter with down_after_checks=0
@@ -120,7 +123,7 @@ def test_drain_timeout_counts_from_the_drain_call() -> None:
 
 
 def test_failed_polls_also_end_in_timeout() -> None:
-    fsm, clock = make(down_wait_s=0.0, drain_timeout_s=2.0)
+    fsm, clock = make(down_wait_s=0.0, down_after_checks=0, drain_timeout_s=2.0)
     fsm.prestop()
     fsm.drain_started()
     assert fsm.poll(None) is None
@@ -171,6 +174,18 @@ def test_sigterm_after_drained_and_full_history() -> None:
         ("DRAINED", "TERMINATING", "sigint"),
     ]
     assert fsm.transitions[2].at - fsm.transitions[0].at == pytest.approx(0.7)
+
+
+def test_defaults_are_the_improved_manifests() -> None:
+    """The image's defaults agree with the env the improved manifest sets (no silent drift)."""
+    root = Path(__file__).resolve().parents[1]
+    docs = yaml.safe_load_all((root / "manifests" / "21-igw-improved.yaml").read_text())
+    deployment = next(d for d in docs if d and d.get("kind") == "Deployment")
+    hc = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "hc")
+    env = {e["name"]: e.get("value") for e in hc["env"]}
+    assert HcTimings() == HcTimings(
+        down_wait_s=float(env["HC_DOWN_WAIT_S"]), down_after_checks=int(env["HC_DOWN_AFTER_CHECKS"]),
+        poll_interval_s=float(env["HC_POLL_INTERVAL_S"]), drain_timeout_s=float(env["HC_DRAIN_TIMEOUT_S"]))
 
 
 @pytest.mark.parametrize("kwargs, word", [

@@ -49,12 +49,14 @@ class Transition:
 class HcTimings:
     """The hc timings (flags `--down-wait-s` ... / env `HC_*`); validated on creation.
 
-    Defaults match the improved manifest: HAProxy `inter 2s fall 3` needs about 6 s to mark a
-    server DOWN, so 10 s leaves margin; 180 s of drain fits in the 210 s grace period.
+    Defaults match manifests/21-igw-improved.yaml: haproxy-improved.cfg (`inter 1s fastinter
+    500ms fall 2`) marks a server DOWN on its 2nd failed check, about 1.5 s in; the 3rd failed
+    check served proves HAProxy acted on the 2nd, and 4 s bounds the wait if checks stop coming.
+    180 s of drain fits in the 210 s grace period.
     """
 
-    down_wait_s: float = 10.0  # the DOWN wait (upper bound when down_after_checks is set)
-    down_after_checks: int = 0  # end the DOWN wait after this many 503s served; 0 = fixed wait
+    down_wait_s: float = 4.0  # the DOWN wait (upper bound when down_after_checks is set)
+    down_after_checks: int = 3  # end the DOWN wait after this many 503s served; 0 = fixed wait
     poll_interval_s: float = 1.0  # between Envoy stats polls
     drain_timeout_s: float = 180.0  # after the drain call, give up waiting for zero requests
 
