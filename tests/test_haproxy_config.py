@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gtnb._wait import wait_until
@@ -208,11 +209,10 @@ class _NodeHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (stdlib name)
         code = type(self).health if self.path == "/healthz" else 200
-        body = b"ok\n"
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        # Status, headers and body in one write: HAProxy closes a check connection with a reset
+        # as soon as it has the status line, and a second write would then fail noisily.
+        reason = {200: "OK", 503: "Service Unavailable"}[code]
+        self.wfile.write(f"HTTP/1.1 {code} {reason}\r\nContent-Length: 3\r\n\r\nok\n".encode())
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -248,8 +248,13 @@ class _Lab:
         raise AssertionError(f"{backend}/{server} not in show stat")
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a reset from a health check is expected, not worth a traceback
+
+
 def _serve(addr: str, port: int, handler: type[_NodeHandler]) -> http.server.ThreadingHTTPServer:
-    server = http.server.ThreadingHTTPServer((addr, port), handler)
+    server = _QuietServer((addr, port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     return server
@@ -308,9 +313,9 @@ def test_real_haproxy_serves_logs_and_marks_down(lab: _Lab, cert: tuple[Path, Pa
 
     # master1 has an hc that answers 200: UP. worker1/worker2 have none: DOWN, and logged so.
     wait_until(lambda: lab.status("istio-http-backend", "master1") == "UP", timeout_s=30, what="master1 UP")
-    wait_until(
-        lambda: "Server istio-http-backend/worker1 is DOWN" in lab.log_text(), timeout_s=60, what="worker1 DOWN logged"
-    )
+    for node in ("worker1", "worker2"):
+        wait_until(lambda: lab.status("istio-http-backend", node) == "DOWN", timeout_s=60, what=f"{node} DOWN")
+        assert f"Server istio-http-backend/{node} is DOWN, reason: Layer4 connection problem" in lab.log_text()
 
     # A request through HAProxy reaches master1 (the only UP server) and gets a request log line
     # with a termination state.
@@ -322,6 +327,20 @@ def test_real_haproxy_serves_logs_and_marks_down(lab: _Lab, cert: tuple[Path, Pa
     assert reply.startswith(b"HTTP/1.1 200")
     pattern = re.compile(r"example-local~? istio-http-backend/master1 \S+ 200 \d+ - - ---- .*\"GET /fast HTTP/1.1\"")
     wait_until(lambda: pattern.search(lab.log_text()), timeout_s=30, what="the request log line")
+
+    # HTTP/2 from the client (as S4 uses it), plain HTTP/1.1 toward the node, as a real client
+    # pins example.local to the balancer's address.
+    ctx = ssl.create_default_context(cafile=str(ca))
+    with httpx.Client(http2=True, verify=ctx, timeout=10) as client:
+        resp = client.get(
+            f"https://{lab.net}.1:8443/stream",
+            headers={"Host": "example.local"},
+            extensions={"sni_hostname": "example.local"},
+        )
+    assert (resp.status_code, resp.http_version, resp.text) == (200, "HTTP/2", "ok\n")
+    # HAProxy logs an HTTP/2 request with its absolute URI (built from :scheme and :authority).
+    h2_line = re.compile(r"istio-http-backend/master1 \S+ 200 .*\"GET https://example.local/stream HTTP/2.0\"")
+    wait_until(lambda: h2_line.search(lab.log_text()), timeout_s=30, what="the HTTP/2 request log line")
     # `format iso`: microsecond ISO timestamps at the start of every line HAProxy logs.
     assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d ", lab.log_text(), re.M)
 
