@@ -312,3 +312,38 @@ def test_manifest_sha256(tmp_path: Path) -> None:
 def test_unknown_mode_has_no_manifest() -> None:
     with pytest.raises(ConfigError, match="'fast' is not one of current, improved"):
         manifest_path("fast")
+
+
+# ---------------------------------------------------------------- the workloads read what the manifests set
+
+
+@pytest.mark.parametrize("mode", ["current", "improved"])
+def test_hc_reads_the_manifest_env(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gtnb.workloads.hc import parse_args
+
+    hc = load_igw_spec(manifest_path(mode)).container("hc")
+    for key, value in hc.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("POD_NAME", "service-a-igw-abc-xyz")  # what the downward API gives
+    settings = parse_args([])
+    t = settings.timings
+    assert (t.down_wait_s, t.down_after_checks, t.poll_interval_s, t.drain_timeout_s) == (
+        float(hc.env["HC_DOWN_WAIT_S"]),
+        int(hc.env["HC_DOWN_AFTER_CHECKS"]),
+        float(hc.env["HC_POLL_INTERVAL_S"]),
+        float(hc.env["HC_DRAIN_TIMEOUT_S"]),
+    )
+    assert settings.pod == "service-a-igw-abc-xyz"
+
+
+@pytest.mark.parametrize("mode", ["current", "improved"])
+def test_agent_reads_the_manifest_proxy_config(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gtnb.workloads.agent import parse_args
+
+    spec = load_igw_spec(manifest_path(mode))
+    for key, value in spec.agent_env.items():
+        monkeypatch.setenv(key, value)
+    settings = parse_args([])
+    assert settings.termination_drain_s == spec.proxy.termination_drain_s
+    assert settings.exit_on_zero is spec.proxy.exit_on_zero_active_connections
+    assert settings.minimum_drain_s == spec.proxy.minimum_drain_s
