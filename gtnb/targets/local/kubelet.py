@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -54,7 +55,7 @@ class ContainerRun:
     argv: tuple[str, ...]
     env: dict[str, str]
     pre_stop: HookSpec | None = None
-    ready_url: str | None = None  # http://host:port/path answering 200 when ready
+    ready_url: str | None = None  # http://host:port/path answering 200, or tcp://host:port accepting
 
 
 def _http_status(url: str, timeout_s: float) -> int | None:
@@ -72,6 +73,19 @@ def _http_status(url: str, timeout_s: float) -> int | None:
         return None
     finally:
         conn.close()
+
+
+def probe_ok(url: str, timeout_s: float = 1.0) -> bool:
+    """kubelet's readiness probe: httpGet (200..399) or tcpSocket (the port accepts)."""
+    if url.startswith("tcp://"):
+        host, _, port = url[len("tcp://"):].rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout_s):
+                return True
+        except OSError:
+            return False
+    status = _http_status(url, timeout_s)
+    return status is not None and 200 <= status < 400
 
 
 @dataclass
@@ -145,7 +159,7 @@ class PodRuntime:
     def _probe_loop(self) -> None:
         urls = [r.ready_url for r in self._runs if r.ready_url]
         while not self._terminating.is_set():
-            ok = all(_http_status(u, 1.0) == 200 for u in urls)
+            ok = all(probe_ok(u) for u in urls)
             if ok and not self.ready and not self._terminating.is_set():
                 log.info("pod %s: Ready (%s)", self.name, ", ".join(urls))
             elif self.ready and not ok:
@@ -276,7 +290,7 @@ class PodRuntime:
     def _address(self) -> str:
         for run in self._runs:
             if run.ready_url:
-                return run.ready_url.split("://", 1)[1].split(":", 1)[0]
+                return run.ready_url.split("://", 1)[1].rsplit(":", 1)[0]
         raise RuntimeError(f"pod {self.name} has no address")
 
     # -- supervisor shutdown ------------------------------------------------------------------

@@ -1,0 +1,373 @@
+"""Lifecycle of the local lab: `gtnb lab up | down | status`, and `local_target()`, the context
+manager gtnb.targets.open_target uses.
+
+`lab_up` starts the supervisor detached (it outlives the command) and returns once the lab
+serves: backend and HAProxy up, the Deployment's pods Ready and HAProxy seeing them UP.
+`local_target` attaches to such a lab, or brings one up as its own child (dying with it) and
+takes it down when the block ends, also on an exception or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ..._wait import wait_until
+from ...errors import LabError
+from ..base import Frontend
+from .addresses import HAPROXY_HTTPS_PORT, LabAddresses
+from .client import LocalCluster
+from .procs import set_pdeathsig
+from .state import LabState, resolve_state_dir
+from .values import haproxy_values, lab_certs
+
+__all__ = ["lab_up", "lab_down", "lab_status", "local_target", "LocalTarget", "UP_TIMEOUT_S"]
+
+UP_TIMEOUT_S = 120.0  # pods start Envoy; on 2 shared cores under test load this takes a while
+DOWN_TIMEOUT_S = 30.0
+BACKEND = "istio-http-backend"
+
+# Supervisors this process started: wait() them, or they linger as zombies (PID 1 here does
+# not reap).
+_children: dict[Path, subprocess.Popen[bytes]] = {}
+
+
+class LocalTarget:
+    """The local lab as a gtnb Target: its Cluster, its Balancer, and the HAProxy values."""
+
+    name = "local"
+
+    def __init__(self, state_dir: str | Path | None = None) -> None:
+        from .haproxy import LocalBalancer  # E2's part; imported here to keep the layering one-way
+
+        self.state_dir = resolve_state_dir(state_dir)
+        record = _live_record(LabState(self.state_dir))
+        if record is None:
+            raise LabError(f"no lab runs in {self.state_dir}: start one with `gtnb lab up`")
+        self.addresses = LabAddresses(int(record["index"]))
+        self.cluster = LocalCluster(self.state_dir, str(record["api"]))
+        ca, _ = lab_certs()
+        self.frontend = Frontend(host=self.addresses.haproxy, port=HAPROXY_HTTPS_PORT, sni="example.local", ca=ca)
+        self.balancer = LocalBalancer(self.state_dir, self.frontend)
+
+    def haproxy_values(self) -> dict[str, str]:
+        """The `${GTNB_*}` values that render haproxy/haproxy-<mode>.cfg for this lab."""
+        return haproxy_values(self.addresses, self.state_dir)
+
+    def close(self) -> None:
+        """Nothing to release: the lab's lifetime is the lab's (or `local_target`'s) business."""
+
+
+# -- finding a running lab -----------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _live_record(state: LabState) -> dict[str, Any] | None:
+    """lab.json when its supervisor is alive and serving, else None."""
+    record = state.read()
+    if not record or record.get("status") not in ("starting", "serving"):
+        return None
+    if not _pid_alive(int(record.get("pid") or 0)):
+        return None
+    return record if record.get("status") == "serving" else None
+
+
+def _all_pids(record: dict[str, Any] | None) -> set[int]:
+    pids: set[int] = set()
+    if not record:
+        return pids
+    raw = record.get("pids") or {}
+    for key, value in raw.items():
+        if key == "pods":
+            for containers in (value or {}).values():
+                pids.update(int(p) for p in containers.values())
+        elif isinstance(value, int):
+            pids.add(value)
+    if record.get("pid"):
+        pids.add(int(record["pid"]))
+    return pids
+
+
+def _tail(path: Path, n: int = 12) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in lines[-n:])
+
+
+# -- up ------------------------------------------------------------------------------------------
+
+
+def _spawn_supervisor(state: LabState, owned: bool, taint_master: bool = False) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "gtnb.targets.local.supervisor", "--state-dir", str(state.root)]
+    if taint_master:
+        argv.append("--taint-master")
+    out = open(state.supervisor_out, "ab")
+    try:
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # Its own session: a terminal's Ctrl-C reaches us, and we take the lab down in order.
+            start_new_session=True,
+            # Owned by a `with local_target()` block: the lab must not outlive this process.
+            preexec_fn=set_pdeathsig if owned else None,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+    finally:
+        out.close()
+    _children[state.root] = popen
+    return popen
+
+
+def _show_stat_rows(state_dir: Path) -> dict[str, dict[str, str]]:
+    """HAProxy's view of the IGW backend: server name -> `show stat` row (by header name)."""
+    text = admin_command(state_dir / "haproxy" / "admin.sock", "show stat")
+    rows = list(csv.reader(io.StringIO(text.lstrip("# "))))
+    if not rows:
+        return {}
+    header = rows[0]
+    out: dict[str, dict[str, str]] = {}
+    for row in rows[1:]:
+        item = dict(zip(header, row))
+        if item.get("pxname") == BACKEND and item.get("svname") not in ("FRONTEND", "BACKEND"):
+            out[item["svname"]] = item
+    return out
+
+
+def admin_command(sock: Path, command: str, timeout_s: float = 5.0) -> str:
+    """One command on HAProxy's admin socket (a status view must not depend on more)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout_s)
+        try:
+            s.connect(str(sock))
+        except OSError as exc:
+            raise LabError(f"HAProxy's admin socket {sock} does not answer ({exc}): is the lab up?") from exc
+        s.sendall(command.encode() + b"\n")
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _wait_serving(state: LabState, popen: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    """Wait until the lab serves: supervisor up, rollout complete, HAProxy sees the pods UP."""
+    deadline = time.monotonic() + timeout_s
+
+    def left() -> float:
+        return max(deadline - time.monotonic(), 1.0)
+
+    def supervisor_ready() -> bool:
+        if popen is not None and popen.poll() is not None:
+            raise LabError(_failure(state, f"the lab supervisor exited with code {popen.returncode}"))
+        record = state.read()
+        if record and record.get("status") in ("failed", "down") and record.get("pid") == (popen.pid if popen else record.get("pid")):
+            raise LabError(_failure(state, f"the lab failed to start: {record.get('error')}"))
+        return bool(record and record.get("status") == "serving")
+
+    wait_until(supervisor_ready, timeout_s=left(), what=f"the lab supervisor in {state.root} to serve", interval_s=0.1, error=LabError)
+    record = state.read() or {}
+    cluster = LocalCluster(state.root, str(record["api"]))
+
+    def rolled_out() -> bool:
+        supervisor_ready()
+        rs = cluster.rollout_status()
+        return rs.complete and all(p.ready for p in cluster.pods())
+
+    wait_until(rolled_out, timeout_s=left(), what="the IGW pods to be Ready", interval_s=0.2, error=LabError)
+
+    def haproxy_sees_pods() -> bool:
+        rows = _show_stat_rows(state.root)
+        nodes = {p.node for p in cluster.pods() if p.node}
+        return bool(nodes) and all(rows.get(n, {}).get("status", "").startswith("UP") for n in nodes)
+
+    wait_until(haproxy_sees_pods, timeout_s=left(), what="HAProxy to mark the IGW pods' servers UP", interval_s=0.2, error=LabError)
+
+
+def _failure(state: LabState, what: str) -> str:
+    return f"{what}. Last lines of {state.supervisor_log}:\n{_tail(state.supervisor_log)}\n{_tail(state.supervisor_out, 5)}"
+
+
+def lab_up(state_dir: str | Path | None = None, *, taint_master: bool = False) -> str:
+    """Start a lab in `state_dir` (default `.lab/`) unless one runs there; return its status.
+
+    Parameters:
+        state_dir: the lab's state directory.
+        taint_master: master1 takes no IGW pod, as on the seed's cluster (2 schedulable nodes).
+
+    Returns:
+        The text of `lab_status` once the lab serves.
+    """
+    state = LabState(resolve_state_dir(state_dir))
+    if _live_record(state) is not None:
+        return "lab already up\n" + lab_status(state.root)
+    t0 = time.monotonic()
+    popen = _spawn_supervisor(state, owned=False, taint_master=taint_master)
+    try:
+        _wait_serving(state, popen, UP_TIMEOUT_S)
+    except BaseException:
+        _stop(state, popen)
+        raise
+    return f"lab up in {time.monotonic() - t0:.1f}s\n" + lab_status(state.root)
+
+
+# -- down ----------------------------------------------------------------------------------------
+
+
+def _stop(state: LabState, popen: subprocess.Popen[bytes] | None = None) -> list[int]:
+    """Stop the supervisor in `state` and wait until it and every lab process are gone.
+
+    Returns:
+        PIDs that had to be SIGKILLed after the supervisor left them behind (should be empty).
+    """
+    record = state.read()
+    pids = _all_pids(record)
+    popen = popen or _children.get(state.root)
+    sup_pid = popen.pid if popen is not None else int((record or {}).get("pid") or 0)
+    if sup_pid and _pid_alive(sup_pid):
+        try:
+            LocalCluster(state.root, str((record or {}).get("api"))).shutdown()
+        except Exception:  # API gone or not up yet: a signal does the same
+            try:
+                os.kill(sup_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            wait_until(lambda: not _pid_alive(sup_pid), timeout_s=DOWN_TIMEOUT_S, what="the supervisor to exit", error=LabError)
+        except LabError:
+            os.kill(sup_pid, signal.SIGKILL)
+    if popen is not None:
+        popen.wait(DOWN_TIMEOUT_S)
+        _children.pop(state.root, None)
+    pids |= _all_pids(state.read())
+    leftovers = [p for p in pids if p != sup_pid and _pid_alive(p)]
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return leftovers
+
+
+def lab_down(state_dir: str | Path | None = None) -> str:
+    """Stop the lab in `state_dir` and wait until every one of its processes is gone.
+
+    Returns:
+        What was done, in one line.
+    """
+    state = LabState(resolve_state_dir(state_dir))
+    record = state.read()
+    if not record or not _pid_alive(int(record.get("pid") or 0)):
+        leftovers = _stop(state)
+        return f"no lab running in {state.root}" + (f" (killed leftover pids {leftovers})" if leftovers else "")
+    t0 = time.monotonic()
+    leftovers = _stop(state)
+    extra = f"; killed leftover pids {leftovers}" if leftovers else ""
+    return f"lab {record.get('index')} down in {time.monotonic() - t0:.1f}s (state dir {state.root}){extra}"
+
+
+# -- status --------------------------------------------------------------------------------------
+
+
+def lab_status(state_dir: str | Path | None = None) -> str:
+    """Describe the lab: addresses, pods (mode, node, phase, readiness) and HAProxy's view.
+
+    Returns:
+        A few lines of text for a person.
+    """
+    state = LabState(resolve_state_dir(state_dir))
+    record = _live_record(state)
+    if record is None:
+        last = state.read()
+        why = f" (last status: {last.get('status')}{', ' + str(last.get('error')) if last.get('error') else ''})" if last else ""
+        return f"no lab running in {state.root}{why}; start one with `gtnb lab up`"
+    cluster = LocalCluster(state.root, str(record["api"]))
+    status = cluster.status()
+    a = LabAddresses(int(record["index"]))
+    try:
+        rows = _show_stat_rows(state.root)
+    except Exception as exc:  # status must still show the pods when HAProxy is unwell
+        rows, stat_error = {}, str(exc)
+    else:
+        stat_error = ""
+    rs = status["rollout"]
+    lines = [
+        f"lab {a.index} {status['status']} in {state.root} (supervisor pid {status['pid']})",
+        f"mode {status['mode']}; https://example.local via {a.haproxy}:{HAPROXY_HTTPS_PORT}; "
+        f"api {a.api_url}; backend {a.backend_listen}",
+        f"rollout: {rs['updated']}/{rs['desired']} updated, {rs['ready']} ready, {rs['old']} old"
+        + (f", pending {', '.join(rs['pending'])}" if rs["pending"] else ""),
+        "",
+        f"{'POD':<34} {'MODE':<9} {'NODE':<8} {'PHASE':<12} {'READY':<6} HAPROXY",
+    ]
+    pods = cluster.pods()
+    for p in pods:
+        view = rows.get(p.node or "", {}).get("status", "-") if p.node else "-"
+        phase = p.phase + (f" ({p.reason})" if p.reason else "")
+        lines.append(f"{p.name:<34} {p.mode or '-':<9} {p.node or '-':<8} {phase:<12} {str(p.ready).lower():<6} {view}")
+    lines.append("")
+    for node in cluster.nodes():
+        holder = next((p.name for p in pods if p.node == node.name), "no pod")
+        sched = "" if node.name in status.get("schedulable", []) else ", unschedulable"
+        row = rows.get(node.name, {})
+        view = f"{row.get('status', '?')} {row.get('check_status', '')}".strip() if row else "?"
+        lines.append(f"node {node.name:<8} {node.address:<14} {holder}{sched}; HAProxy server: {view}")
+    if stat_error:
+        lines.append(f"HAProxy admin socket: {stat_error}")
+    return "\n".join(lines)
+
+
+# -- context manager -----------------------------------------------------------------------------
+
+
+@contextmanager
+def local_target(state_dir: str | Path | None = None, *, taint_master: bool = False) -> Iterator[LocalTarget]:
+    """Yield the local lab as a Target for the duration of a block.
+
+    Attaches to a lab already serving in `state_dir`; otherwise brings one up as a child of
+    this process and takes it down when the block ends, however it ends.
+
+    Parameters:
+        state_dir: the lab's state directory (default `.lab/`).
+        taint_master: for a lab brought up here: master1 takes no IGW pod (the seed's cluster).
+
+    Returns:
+        A context manager yielding a LocalTarget.
+    """
+    state = LabState(resolve_state_dir(state_dir))
+    popen: subprocess.Popen[bytes] | None = None
+    try:
+        if _live_record(state) is None:
+            popen = _spawn_supervisor(state, owned=True, taint_master=taint_master)
+            _wait_serving(state, popen, UP_TIMEOUT_S)
+        target = LocalTarget(state.root)
+        try:
+            yield target
+        finally:
+            target.close()
+    finally:
+        if popen is not None:
+            _stop(state, popen)
