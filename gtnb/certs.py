@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 from pathlib import Path
 
 from cryptography import x509
@@ -44,6 +45,8 @@ SERVER_FILE = f"{SERVER_NAME}.pem"
 # a leaked key goes stale. The server cert stays under 398 days so strict clients accept it too.
 _CA_DAYS = 3650
 _SERVER_DAYS = 397
+# Any PEM private key block (PKCS#8 or the traditional EC/RSA forms).
+_KEY_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.+?-----END \1PRIVATE KEY-----", re.S)
 # A certificate that expires within this window is replaced by ensure_certs().
 _RENEW_BEFORE = dt.timedelta(days=1)
 
@@ -191,14 +194,18 @@ def _still_good(ca_path: Path, pem_path: Path) -> bool:
     """True when both files parse, the server cert was issued by this CA and is not about to expire."""
     try:
         ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
-        server = x509.load_pem_x509_certificate(pem_path.read_bytes())  # the first PEM block
-        serialization.load_pem_private_key(
-            b"-----BEGIN PRIVATE KEY" + pem_path.read_bytes().split(b"-----BEGIN PRIVATE KEY", 1)[1],
-            password=None,
-        )
-    except (OSError, ValueError, IndexError):
+        data = pem_path.read_bytes()
+        server = x509.load_pem_x509_certificate(data)  # the first PEM block
+        block = _KEY_BLOCK.search(data)
+        if block is None:
+            return False
+        key = serialization.load_pem_private_key(block.group(0), password=None)
+    except (OSError, ValueError, TypeError):
         return False
-    if server.issuer != ca.subject:
+    # HAProxy refuses a crt file whose key does not match its certificate.
+    if server.issuer != ca.subject or key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != server.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
         return False
     horizon = _now() + _RENEW_BEFORE
     return server.not_valid_after_utc > horizon and ca.not_valid_after_utc > horizon

@@ -128,3 +128,31 @@ def test_dir_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
     afile.write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         make_certs(afile)
+
+
+def test_ensure_certs_accepts_a_traditional_ec_key(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    ca, pem = make_certs(tmp_path)
+    data = pem.read_bytes()
+    start = data.index(b"-----BEGIN PRIVATE KEY")
+    key = serialization.load_pem_private_key(data[start:], password=None)
+    traditional = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    assert traditional.startswith(b"-----BEGIN EC PRIVATE KEY")
+    pem.write_bytes(data[:start] + traditional)
+    before = pem.read_bytes()
+    assert ensure_certs(tmp_path) == (ca, pem)
+    assert pem.read_bytes() == before  # kept: still a valid pair
+
+
+def test_ensure_certs_replaces_a_key_that_does_not_match(tmp_path: Path) -> None:
+    ca, pem = make_certs(tmp_path / "a")
+    _, other = make_certs(tmp_path / "b")
+    data, other_data = pem.read_bytes(), other.read_bytes()
+    start, other_start = data.index(b"-----BEGIN PRIVATE KEY"), other_data.index(b"-----BEGIN PRIVATE KEY")
+    pem.write_bytes(data[:start] + other_data[other_start:])
+    ensure_certs(tmp_path / "a")
+    # Remade: the file's key matches its certificate again, so a TLS server can load it.
+    ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(pem)
