@@ -74,6 +74,8 @@ class State:
     changed: threading.Condition = field(default_factory=threading.Condition)
     watch_started: threading.Event = field(default_factory=threading.Event)
     log_streams_open: int = 0
+    not_ready_nodes: set[str] = field(default_factory=set)
+    istiod_ready: bool = True
     closing: bool = False
     on_delete: Any = None  # callback(state, pod name) run after a DELETE
 
@@ -124,14 +126,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if m == "GET" and p == "/api/v1/nodes":
             items = [{"metadata": {"name": n},
                       "status": {"addresses": [{"type": "InternalIP", "address": a}],
-                                 "conditions": [{"type": "Ready", "status": "False" if n == "worker2" else "True"}],
+                                 "conditions": [{"type": "Ready", "status": "False" if n in st.not_ready_nodes else "True"}],
                                  "nodeInfo": {"kubeletVersion": "v1.30.6"}}}
                      for n, a in (("master1", "203.0.113.212"), ("worker1", "203.0.113.213"), ("worker2", "203.0.113.214"))]
             return self._send(200, {"kind": "NodeList", "items": items})
         if m == "GET" and p == "/api/v1/namespaces/istio-system/pods":
             item = pod("istiod-5d4c8b9f7-abcde", node="master1")
             item["spec"]["containers"] = [{"name": "discovery", "image": "docker.io/istio/pilot:1.22.3"}]
-            item["status"]["containerStatuses"] = [{"name": "discovery", "ready": True}]
+            item["status"]["containerStatuses"] = [{"name": "discovery", "ready": st.istiod_ready}]
             return self._send(200, {"kind": "PodList", "items": [item]})
         if p == DEPLOY_PATH and m == "GET":
             st.deployment["metadata"]["resourceVersion"] = str(st.rv)

@@ -25,6 +25,7 @@ from gtnb._wait import wait_until
 from gtnb.config import BalancerSettings, FrontendSettings, SshHost
 
 SSHD = "/usr/sbin/sshd"
+ADDRS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 HAPROXY = "/usr/sbin/haproxy"
 
 
@@ -57,10 +58,11 @@ class Sshd:
     bin_dir: Path  # first on the sessions' PATH: tests put stand-in tools here (ctr, sudo, ...)
     proc: subprocess.Popen[bytes]
 
-    def host(self, *, jump: bool = False, known_hosts: Path | None = None, accept_unknown: bool = False) -> SshHost:
+    def host(self, *, jump: bool = False, known_hosts: Path | None = None, accept_unknown: bool = False,
+             addr: str = "127.0.0.1") -> SshHost:
         hop = SshHost(name="jump", hostname="127.0.0.1", port=self.port, user="root",
                       identity_files=(self.client_key,), known_hosts=self.known_hosts)
-        return SshHost(name="node", hostname="127.0.0.1", port=self.port, user="root",
+        return SshHost(name="node", hostname=addr, port=self.port, user="root",
                        identity_files=(self.client_key,), jump=hop if jump else None,
                        known_hosts=known_hosts or self.known_hosts, accept_unknown_host_keys=accept_unknown)
 
@@ -77,10 +79,12 @@ def running_sshd(tmp: Path) -> Iterator[Sshd]:
     bin_dir = tmp / "bin"
     bin_dir.mkdir()
     port = free_port()
-    (tmp / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub}\n")
+    # Three loopback addresses stand for three hosts (the HAProxy node, nodes): a session can tell
+    # which one it reached from $SSH_CONNECTION.
+    (tmp / "known_hosts").write_text("".join(f"[{a}]:{port} {host_pub}\n" for a in ADDRS))
     path = f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     (tmp / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile none\n"
+        f"Port {port}\n" + "".join(f"ListenAddress {a}\n" for a in ADDRS) + f"HostKey {host_key}\nPidFile none\n"
         f"AuthorizedKeysFile {tmp}/authorized_keys\nPermitRootLogin prohibit-password\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
         f"AllowTcpForwarding yes\nSetEnv PATH={path}\nLogLevel VERBOSE\n"

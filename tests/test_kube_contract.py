@@ -235,7 +235,8 @@ def test_wait_rollout_times_out_with_the_fix(cluster: KubeCluster, stub: Stub) -
         cluster.wait_rollout(timeout_s=1)
 
 
-def test_nodes_and_istiod(cluster: KubeCluster) -> None:
+def test_nodes_and_istiod(cluster: KubeCluster, stub: Stub) -> None:
+    stub.state.not_ready_nodes = {"worker2"}
     nodes = {n.name: n for n in cluster.nodes()}
     assert nodes["master1"].address == "203.0.113.212" and nodes["master1"].version == "v1.30.6"
     assert nodes["master1"].ready and not nodes["worker2"].ready
