@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
-from _workload_procs import Workload, igw, random_host
+from _workload_procs import Workload, igw, port_open, random_host
 from gtnb._wait import wait_until
 from gtnb.workloads.envoy_stats import HC_STATS_QUERY, hc_active_counts
 from gtnb.workloads.hc import parse_args
@@ -180,6 +183,22 @@ def test_sigterm_releases_a_waiting_prestop(tmp_path: Path, admin: FakeAdmin) ->
     assert admin.drain_calls == []
 
 
+def test_http_details_haproxy_and_kubelet_rely_on(tmp_path: Path, admin: FakeAdmin) -> None:
+    proc, base = start_hc(tmp_path, f"http://{admin.host}:15000")
+    with proc:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            # Two requests on one keep-alive connection; HAProxy's default check method; a query.
+            sock.sendall(b"OPTIONS /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /nope?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and b"HTTP/1.1 404 Not Found\r\n" in reply
+        state = httpx.get(f"{base}/state").json()
+        assert (state["state"], state["failed_checks"], state["pod"]) == ("SERVING", 0, "test-pod")
+
+
 def test_bad_settings_name_the_flag_and_env(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("HC_POLL_INTERVAL_S", "0")
     with pytest.raises(SystemExit):
@@ -218,3 +237,72 @@ def test_drain_against_a_real_envoy(tmp_path: Path) -> None:
         assert any("rq_active=1" in ln for ln in polls), "\n".join(lines)
         assert "rq_active=0" in polls[-1]
         assert index(lines, "status=200", "event=drain_start") < index(lines, "reason=zero_active")
+
+
+HAPROXY_CFG = """
+global
+    log stdout format iso local0 info
+defaults
+    mode http
+    log global
+    option httplog
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind {host}:8443
+    default_backend istio-http-backend
+backend istio-http-backend
+    option httpchk GET /healthz
+    default-server check port 15080 inter 200ms fastinter 200ms fall 2 rise 1
+    server worker1 {host}:8080
+"""
+
+
+def iso_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@pytest.mark.lab
+def test_improved_chain_with_real_haproxy(tmp_path: Path) -> None:
+    """HAProxy -> Envoy -> backend, hc checked by HAProxy: DOWN comes before the drain call, the
+    in-flight request completes, and only then does /prestop return."""
+    env = {"EXIT_ON_ZERO_ACTIVE_CONNECTIONS": "true", "MINIMUM_DRAIN_DURATION": "0.5s"}
+    with igw(tmp_path, env) as gw, ThreadPoolExecutor(2) as pool:
+        hc = Workload("hc", ["--listen", f"{gw.host}:15080", "--envoy-admin", gw.admin, "--pod", "test-pod",
+                             "--down-wait-s", "5", "--down-after-checks", "3", "--poll-interval-s", "0.2"], tmp_path)
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text(HAPROXY_CFG.format(host=gw.host))
+        haproxy_log = tmp_path / "haproxy.log"
+        with hc, open(haproxy_log, "wb") as out:
+            hc.wait_port(gw.host, 15080)
+            haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL)
+            try:
+                front = f"http://{gw.host}:8443"
+                wait_until(lambda: port_open(gw.host, 8443), timeout_s=30, what="HAProxy to listen")
+                hc.wait_line(lambda ln: "event=check code=200" in ln, "HAProxy's first check")
+                assert httpx.get(f"{front}/fast").status_code == 200
+                inflight = pool.submit(httpx.get, f"{front}/sleep?seconds=3", timeout=60)
+                wait_until(lambda: hc_active_counts(httpx.get(gw.admin + HC_STATS_QUERY).text).rq_active == 1,
+                           timeout_s=30, what="Envoy to count the in-flight request")
+                prestop = pool.submit(httpx.get, f"http://{gw.host}:15080/prestop", timeout=60)
+                assert inflight.result(timeout=30).status_code == 200
+                assert prestop.result(timeout=30).text.strip() == "DRAINED"
+                gw.agent.signal(signal.SIGTERM)
+                assert gw.agent.wait_exit() == 0
+            finally:
+                haproxy.terminate()
+                haproxy.wait(timeout=30)
+        hc_lines, ha_lines = hc.lines(), haproxy_log.read_text().splitlines()
+    # The `log stdout format iso` line (HAProxy also prints a [WARNING] copy to stderr).
+    down = next(ln for ln in ha_lines if "Server istio-http-backend/worker1 is DOWN" in ln and ln[:1].isdigit())
+    drain = hc_lines[index(hc_lines, "event=drain_start", "status=200")]
+    zero = hc_lines[index(hc_lines, "reason=zero_active")]
+    # The reason phrase is there, as HAProxy logs real sidecars (hypercorn would send none).
+    assert 'Layer7 wrong status, code: 503, info: "Service Unavailable"' in down
+    assert iso_ts(down.split()[0]) < iso_ts(re.search(r"ts=(\S+)", drain).group(1)) < \
+        iso_ts(re.search(r"ts=(\S+)", zero).group(1))
+    assert index(hc_lines, "down_wait_over reason=checks failed_checks=3") < index(hc_lines, "event=drain_start")
+    # No request was cut at HAProxy: no server-side termination state (SH/SD) in the request log.
+    assert not any(re.search(r" S[HD]-- ", ln) for ln in ha_lines), "\n".join(ha_lines)

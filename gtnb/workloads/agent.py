@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config
 
 from ..errors import ConfigError
 from ._common import add_env_flag, ensure_addr, ensure_float, format_go_duration, parse_addr, \
@@ -180,9 +182,6 @@ class Agent:
     # -- the status server (:15021) -----------------------------------------------------------
 
     async def _serve_status(self) -> None:
-        from hypercorn.asyncio import serve as hypercorn_serve
-        from hypercorn.config import Config
-
         config = Config()
         config.bind = [self.settings.status_listen]
         config.accesslog = None

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config
+
 from ..errors import ConfigError
 from ._common import LogfmtWriter, add_env_flag, ensure_addr, parse_addr
 
@@ -243,9 +246,6 @@ async def _stream(receive: Receive, send: Send, plan: StreamPlan, request_id: st
 
 async def serve(listen: str, log: LogfmtWriter) -> None:
     """Serve the backend on `listen` until SIGTERM or SIGINT, then shut down cleanly."""
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
-
     config = Config()
     config.bind = [listen]
     config.accesslog = None  # we log each request ourselves, with its id

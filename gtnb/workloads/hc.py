@@ -1,6 +1,6 @@
 """service-a-hc: the health-check sidecar HAProxy checks, and the drain it runs on preStop.
 
-Endpoints (HTTP/1.1, served by hypercorn)::
+Endpoints (HTTP/1.1, on a small h11 server: see _http1 for why not hypercorn)::
 
     GET /healthz   HAProxy's check: 200 while SERVING, 503 from the first transition on
     GET /prestop   the preStop hook: starts the drain (once), blocks until DRAINED or a deadline
@@ -22,6 +22,7 @@ import asyncio
 import json
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,14 +32,16 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..errors import ConfigError
-from ._common import LogfmtWriter, add_env_flag, ensure_addr, ensure_float, ensure_int, env_default
-from .backend import Receive, Scope, Send
+from ._common import LogfmtWriter, add_env_flag, ensure_addr, ensure_float, ensure_int, env_default, \
+    parse_addr
+from ._http1 import Http1Server
 from .envoy_stats import HC_STATS_QUERY, hc_active_counts
 from .hc_fsm import HcFsm, HcTimings, State, Transition
 
 __all__ = ["HcSettings", "HcServer", "ensure_admin_url", "parse_args", "serve", "main"]
 
-ADMIN_TIMEOUT_S = 2.0  # one admin call; Istio's agent uses the same bound for its stats poll
+ADMIN_TIMEOUT_S = 2.0
+TEXT = "text/plain; charset=utf-8"  # one admin call; Istio's agent uses the same bound for its stats poll
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def ensure_admin_url(text: str) -> str:
 
 
 class HcServer:
-    """The ASGI app plus the drain task around one HcFsm.
+    """The request handler plus the drain task around one HcFsm.
 
     Parameters:
         settings: HcSettings.
@@ -84,30 +87,23 @@ class HcServer:
         # would otherwise delay the drain call (E3) behind the DOWN wait.
         self.admin = httpx.AsyncClient(base_url=settings.envoy_admin, timeout=ADMIN_TIMEOUT_S)
 
-    # -- ASGI ---------------------------------------------------------------------------------
+    # -- HTTP ---------------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        if scope["type"] != "http":
-            return
-        path = scope["path"]
+    async def handle(self, method: str, target: str) -> tuple[int, str, str]:
+        """Answer one request. Returns (status, body, content type)."""
+        path = target.split("?", 1)[0]
         if path == "/healthz":
             # Any method: HAProxy's `option httpchk` defaults to OPTIONS.
             code = self.fsm.check()
             self.log("check", code=code, state=self.fsm.state.value)
             self._wake.set()
-            await _reply(send, code, f"{self.fsm.state.value}\n")
-        elif path == "/prestop":
+            return code, f"{self.fsm.state.value}\n", TEXT
+        if path == "/prestop":
             code, body = await self.prestop()
-            await _reply(send, code, body)
-        elif path == "/state":
-            await _reply(send, 200, json.dumps(self.state_dict()) + "\n", "application/json")
-        else:
-            await _reply(send, 404, f"no such path {path}; try /healthz /prestop /state\n")
+            return code, body, TEXT
+        if path == "/state":
+            return 200, json.dumps(self.state_dict()) + "\n", "application/json"
+        return 404, f"no such path {path}; try /healthz /prestop /state\n", TEXT
 
     def state_dict(self) -> dict[str, Any]:
         """The FSM as plain data: state, failed checks, transitions (times on the FSM clock)."""
@@ -208,14 +204,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-async def _reply(send: Send, status: int, body: str, content_type: str = "text/plain; charset=utf-8") -> None:
-    data = body.encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type.encode()),
-                            (b"content-length", str(len(data)).encode())]})
-    await send({"type": "http.response.body", "body": data})
-
-
 def parse_args(argv: list[str] | None = None) -> HcSettings:
     """Read flags (falling back to env) into validated HcSettings; bad values exit with a message."""
     d = HcTimings()
@@ -254,33 +242,35 @@ def parse_args(argv: list[str] | None = None) -> HcSettings:
 
 async def serve(settings: HcSettings) -> None:
     """Serve until SIGTERM/SIGINT; the drain runs inside when /prestop is called."""
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
-
     log = LogfmtWriter(pod=settings.pod)
     server = HcServer(settings, log)
-    config = Config()
-    config.bind = [settings.listen]
-    config.accesslog = None  # every check is logged as event=check
-    config.loglevel = "WARNING"
-    config.graceful_timeout = 1.0  # /prestop callers are released before shutdown begins
+    host, port = parse_addr(settings.listen, what="--listen / HC_LISTEN")
+    http = Http1Server(server.handle, host, port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.on_signal, sig)
     t = settings.timings
+    await http.start()
     log("start", listen=settings.listen, envoy_admin=settings.envoy_admin, down_wait_s=t.down_wait_s,
         down_after_checks=t.down_after_checks, poll_interval_s=t.poll_interval_s,
         drain_timeout_s=t.drain_timeout_s)
     try:
-        await hypercorn_serve(server, config, shutdown_trigger=server.stopped.wait)  # type: ignore[arg-type]
+        await server.stopped.wait()
     finally:
+        # /prestop callers were released by the signal: let their answers go out, then stop.
+        await http.close(grace_s=1.0)
         await server.admin.aclose()
     log("exit")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m gtnb.workloads.hc`."""
-    asyncio.run(serve(parse_args(argv)))
+    settings = parse_args(argv)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:  # the listen address is taken or not ours
+        print(f"hc: cannot listen on {settings.listen} (--listen / HC_LISTEN): {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
