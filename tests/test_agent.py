@@ -150,6 +150,29 @@ def test_default_mode_kills_envoy_with_the_request_in_flight(tmp_path: Path) -> 
     assert messages.index("Status server has successfully terminated") < messages.index(tail[0])
 
 
+def test_default_mode_truncates_an_h2c_stream(tmp_path: Path) -> None:
+    """S4's shape at the proxy: an HTTP/2 stream is cut when Envoy is killed; no final line."""
+    with igw(tmp_path, {"TERMINATION_DRAIN_DURATION": "1s"}) as gw:
+        lines: list[str] = []
+        error: str | None = None
+        with httpx.Client(http1=False, http2=True, timeout=30) as client:
+            try:
+                with client.stream("GET", f"{gw.url}/stream?seconds=20&interval=0.2") as response:
+                    assert response.http_version == "HTTP/2"
+                    for line in response.iter_lines():
+                        lines.append(line)
+                        if len(lines) == 3:
+                            gw.agent.signal(signal.SIGTERM)
+            except httpx.TransportError as exc:
+                error = type(exc).__name__
+        assert gw.agent.wait_exit() == 0
+    assert lines[:3] == ["chunk 1", "chunk 2", "chunk 3"]
+    assert "done" not in lines and len(lines) < 100  # cut long before the planned 100 chunks
+    # Envoy keeps the drained stream going until it is killed: chunks kept coming for the 1 s drain.
+    assert len(lines) > 3
+    assert error is not None, f"the stream ended cleanly after {len(lines)} lines"
+
+
 def test_exit_on_zero_lets_the_request_finish(tmp_path: Path) -> None:
     env = {"EXIT_ON_ZERO_ACTIVE_CONNECTIONS": "true", "MINIMUM_DRAIN_DURATION": "1s"}
     with igw(tmp_path, env) as gw, ThreadPoolExecutor(1) as pool:
