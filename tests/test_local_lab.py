@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from gtnb._wait import wait_until
-from gtnb.errors import ConfigError
+from gtnb.errors import ConfigError, LabError
 from gtnb.manifests import manifest_path
 from gtnb.targets.base import Cluster
 from gtnb.targets.local.lab import LocalTarget, lab_down, lab_status, lab_up, local_target
@@ -73,7 +73,7 @@ def test_up_status_request_down_leaves_nothing(tmp_path: Path) -> None:
         assert "mode current" in status
         pod_lines = [line for line in status.splitlines() if line.startswith("service-a-igw-")]
         assert len(pod_lines) == 2 and all(" current " in line and " Running " in line for line in pod_lines), status
-        assert all(line.split()[-1].startswith("UP") for line in pod_lines), status
+        assert all(line.endswith(" UP (L7OK)") for line in pod_lines), status
         assert "master1" not in " ".join(pod_lines) and "unschedulable" in status  # tainted
         assert "lab already up" in lab_up(state)
         target = LocalTarget(state)
@@ -263,3 +263,29 @@ def test_with_block_always_tears_down(tmp_path: Path, how: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_crashing_container_fails_up_with_its_log(tmp_path: Path) -> None:
+    state = tmp_path / "lab"
+    state.mkdir()
+    text = manifest_path("current").read_text()
+    broken = text.replace('value: "1"', 'value: "soon"', 1)  # HC_POLL_INTERVAL_S
+    assert broken != text
+    # The lab restores the last applied manifest from deployment.json: make that the broken one.
+    (state / "deployment.json").write_text(json.dumps(
+        {"manifest": broken, "source": "broken.yaml", "mode": "current", "replicas": 1, "restarted_at": None}))
+    with pytest.raises(LabError, match=r"container hc exited with code 2(.|\n)*HC_POLL_INTERVAL_S"):
+        lab_up(state)
+    record = json.loads((state / "lab.json").read_text())
+    assert record["status"] == "down"
+    assert not _alive(_all_pids_of(record))
+
+
+def _all_pids_of(record: dict) -> set[int]:
+    pids = {record["pid"]}
+    for key, value in record["pids"].items():
+        if key == "pods":
+            pids |= {pid for containers in value.values() for pid in containers.values()}
+        else:
+            pids.add(value)
+    return pids

@@ -144,7 +144,10 @@ class PodRuntime:
         log.info("pod %s: container %s exited with code %s", self.name, name, child.returncode)
         if not self._terminating.is_set():
             self.ready = False
-            log.warning("pod %s: container %s died while Running; not restarted", self.name, name)
+            # No restart (the lab shows the failure instead of hiding it in a crash loop).
+            self.reason = f"Error: container {name} exited with code {child.returncode}"
+            log.warning("pod %s: container %s died while Running; not restarted (see %s)",
+                        self.name, name, child.log_path)
         if all(not c.running for c in list(self.children.values())) and self._terminating.is_set():
             self._gone()
 

@@ -194,6 +194,13 @@ def _wait_serving(state: LabState, popen: subprocess.Popen[bytes] | None, timeou
 
     def rolled_out() -> bool:
         supervisor_ready()
+        for pod in cluster.pods():
+            if pod.reason and pod.reason.startswith("Error"):
+                container = pod.reason.split()[2]
+                raise LabError(
+                    f"pod {pod.name}: {pod.reason}. Last lines of its log:\n"
+                    + _tail(state.container_log(pod.name, container))
+                )
         rs = cluster.rollout_status()
         return rs.complete and all(p.ready for p in cluster.pods())
 
@@ -202,7 +209,10 @@ def _wait_serving(state: LabState, popen: subprocess.Popen[bytes] | None, timeou
     def haproxy_sees_pods() -> bool:
         rows = _show_stat_rows(state.root)
         nodes = {p.node for p in cluster.pods() if p.node}
-        return bool(nodes) and all(rows.get(n, {}).get("status", "").startswith("UP") for n in nodes)
+        # Exactly UP after a passing check: at start HAProxy shows "UP 1/3" with check INI.
+        return bool(nodes) and all(
+            rows.get(n, {}).get("status") == "UP" and rows[n].get("check_status") == "L7OK" for n in nodes
+        )
 
     wait_until(haproxy_sees_pods, timeout_s=left(), what="HAProxy to mark the IGW pods' servers UP", interval_s=0.2, error=LabError)
 
@@ -325,7 +335,8 @@ def lab_status(state_dir: str | Path | None = None) -> str:
     ]
     pods = cluster.pods()
     for p in pods:
-        view = rows.get(p.node or "", {}).get("status", "-") if p.node else "-"
+        row = rows.get(p.node or "") if p.node else None
+        view = f"{row.get('status', '?')} ({row.get('check_status', '?')})" if row else "-"
         phase = p.phase + (f" ({p.reason})" if p.reason else "")
         lines.append(f"{p.name:<34} {p.mode or '-':<9} {p.node or '-':<8} {phase:<12} {str(p.ready).lower():<6} {view}")
     lines.append("")
