@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import paramiko
 
@@ -150,14 +151,15 @@ class SshSession:
 
     # --- commands ---------------------------------------------------------------------------------
 
-    def run(self, command: str, *, sudo: bool = False, stdin: bytes | None = None,
+    def run(self, command: str, *, sudo: bool = False, stdin: bytes | BinaryIO | None = None,
             timeout_s: float = 60.0) -> CommandResult:
         """Run a command and collect its output.
 
         Parameters:
             command: a POSIX shell command line.
             sudo: wrap it in `sudo -n sh -c`.
-            stdin: bytes to feed it (how files are uploaded: no SFTP subsystem needed).
+            stdin: bytes or a binary file to feed it (how files are uploaded: no SFTP subsystem
+                needed; a file is sent in 1 MiB chunks, never read whole into memory).
             timeout_s: how long the command may take.
 
         Returns:
@@ -171,8 +173,11 @@ class SshSession:
         try:
             chan.settimeout(timeout_s)
             chan.exec_command(full)
-            if stdin is not None:
+            if isinstance(stdin, (bytes, bytearray)):
                 chan.sendall(stdin)
+            elif stdin is not None:
+                while chunk := stdin.read(1 << 20):
+                    chan.sendall(chunk)
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
             deadline = time.monotonic() + timeout_s
@@ -199,7 +204,7 @@ class SshSession:
         return CommandResult(command, status, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def check(self, command: str, *, sudo: bool = False, what: str, fix: str,
-              stdin: bytes | None = None, timeout_s: float = 60.0) -> CommandResult:
+              stdin: bytes | BinaryIO | None = None, timeout_s: float = 60.0) -> CommandResult:
         """`run`, raising with `what` failed, the remote tool's output and `fix` on a non-zero exit."""
         result = self.run(command, sudo=sudo, stdin=stdin, timeout_s=timeout_s)
         if not result.ok:
