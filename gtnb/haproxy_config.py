@@ -10,7 +10,9 @@ unrendered with the variables exported, which is what HAProxy's syntax buys us.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -26,6 +28,7 @@ __all__ = [
     "haproxy_config_path",
     "config_variables",
     "render_haproxy_config",
+    "find_haproxy",
     "check_config",
 ]
 
@@ -158,6 +161,18 @@ def _alerts(output: str, cfg: Path) -> str:
     return "\n".join(cleaned)
 
 
+def find_haproxy(haproxy: str = "haproxy") -> str:
+    """Return the haproxy executable to run: `haproxy` itself if it is a path or on PATH, else
+    Debian's /usr/sbin/haproxy (often missing from a normal user's PATH), else `haproxy` as given."""
+    if os.sep in haproxy:
+        return haproxy
+    found = shutil.which(haproxy)
+    if found:
+        return found
+    sbin = Path("/usr/sbin") / haproxy
+    return str(sbin) if os.access(sbin, os.X_OK) else haproxy
+
+
 def check_config(text: str, haproxy: str = "haproxy") -> None:
     """Run `haproxy -c` on a config text; raise when HAProxy refuses it.
 
@@ -168,12 +183,13 @@ def check_config(text: str, haproxy: str = "haproxy") -> None:
     Returns:
         None. Raises BalancerError quoting haproxy's own message when the config is refused.
     """
+    exe = find_haproxy(haproxy)
     with tempfile.TemporaryDirectory(prefix="gtnb-haproxy-check-") as tmp:
         cfg = Path(tmp) / "haproxy.cfg"
         cfg.write_text(text)
         try:
             proc = subprocess.run(
-                [haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60, check=False
+                [exe, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60, check=False
             )
         except FileNotFoundError as exc:
             raise BalancerError(

@@ -350,3 +350,14 @@ def test_real_haproxy_serves_logs_and_marks_down(lab: _Lab, cert: tuple[Path, Pa
     assert re.search(r"Server istio-http-backend/master1 is DOWN, reason: Layer7 wrong status, code: 503", lab.log_text())
     # The control-plane frontend is there too (TCP mode, its own backend).
     assert {r["pxname"] for r in lab.show_stat()} >= {"kube-apiserver", "example-local", "istio-http-backend"}
+
+
+def test_find_haproxy_falls_back_to_usr_sbin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gtnb.haproxy_config import find_haproxy
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # a user's PATH without /usr/sbin
+    if not Path("/usr/sbin/haproxy").exists():
+        pytest.fail("this test needs Debian's /usr/sbin/haproxy")
+    assert find_haproxy() == "/usr/sbin/haproxy"
+    assert find_haproxy("/opt/x/haproxy") == "/opt/x/haproxy"
+    assert find_haproxy("no-such-haproxy") == "no-such-haproxy"
