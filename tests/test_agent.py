@@ -235,6 +235,19 @@ def test_envoy_dies_with_a_sigkilled_agent(tmp_path: Path) -> None:
         assert not port_open(gw.host, 8080)
 
 
+def test_a_taken_status_port_fails_the_agent(tmp_path: Path) -> None:
+    host = random_host()
+    with socket.socket() as taken:
+        taken.bind((host, 15021))
+        taken.listen()
+        args = ["--listen", f"{host}:8080", "--backend", f"{host}:9080", "--admin", f"{host}:15000",
+                "--status-listen", f"{host}:15021"]
+        with Workload("agent", args, tmp_path) as agent:
+            assert agent.wait_exit() == 1
+            assert not port_open(host, 8080)  # Envoy went down with it
+    assert "--status-listen / STATUS_LISTEN" in agent.text()
+
+
 def test_a_given_bootstrap_is_run_as_is(tmp_path: Path) -> None:
     host = random_host()
     path = write_bootstrap(tmp_path / "b.json", render_bootstrap(f"{host}:8081", f"{host}:9080", f"{host}:15001"))

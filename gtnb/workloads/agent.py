@@ -100,10 +100,16 @@ class Agent:
             envoy_exit = asyncio.create_task(self.envoy.wait())
             signalled = asyncio.create_task(self._signal.wait())
             try:
-                done, _ = await asyncio.wait({envoy_exit, signalled}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({envoy_exit, signalled, status}, return_when=asyncio.FIRST_COMPLETED)
                 if envoy_exit in done:
                     code = envoy_exit.result()
                     self.log.error(f"Envoy exited with error: exit status {code}")
+                    return 1
+                if status in done and not self._status_stop.is_set():
+                    # Without readiness the pod never gets traffic: fail loudly, as a crash would.
+                    exc = status.exception()
+                    self.log.error(f"status server on {s.status_listen} (--status-listen / STATUS_LISTEN) "
+                                   f"failed: {exc!r}")
                     return 1
                 await self._stop_status(status)
                 await self.terminate()
@@ -191,9 +197,9 @@ class Agent:
                               shutdown_trigger=self._status_stop.wait)
 
     async def _stop_status(self, task: asyncio.Task[None]) -> None:
+        self._status_stop.set()
         if task.done():
             return
-        self._status_stop.set()
         await task
         self.log.info("Status server has successfully terminated")
 

@@ -40,8 +40,8 @@ from .hc_fsm import HcFsm, HcTimings, State, Transition
 
 __all__ = ["HcSettings", "HcServer", "ensure_admin_url", "parse_args", "serve", "main"]
 
-ADMIN_TIMEOUT_S = 2.0
-TEXT = "text/plain; charset=utf-8"  # one admin call; Istio's agent uses the same bound for its stats poll
+ADMIN_TIMEOUT_S = 2.0  # one admin call; Istio's agent uses the same bound for its stats poll
+TEXT = "text/plain; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,16 @@ class HcServer:
         return code, f"{self.fsm.state.value}\n"
 
     async def _drain(self) -> None:
+        try:
+            await self._run_drain()
+        except asyncio.CancelledError:
+            raise  # SIGTERM cut the drain; on_signal already released the callers
+        except Exception as exc:  # a bug must not leave the preStop hook hanging until its deadline
+            self.log("drain_error", level="error", error=_describe(exc))
+        finally:
+            self._done.set()
+
+    async def _run_drain(self) -> None:
         fsm, t = self.fsm, self.settings.timings
         # Phase 1, the DOWN wait: wake on each served check (for --down-after-checks) or the timer.
         while not fsm.down_wait_over():
@@ -180,7 +190,6 @@ class HcServer:
                 self._log_transition(transition)
                 break
             await asyncio.sleep(min(t.poll_interval_s, max(fsm.drain_remaining(), 0.001)))
-        self._done.set()
 
     # -- signals -------------------------------------------------------------------------------
 
