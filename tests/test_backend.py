@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +148,13 @@ def test_bad_listen_address_is_refused(tmp_path: Path) -> None:
     with Workload("backend", [], tmp_path, env={"BACKEND_LISTEN": "localhost"}) as proc:
         assert proc.wait_exit() == 2
         assert "BACKEND_LISTEN" in proc.text() and "HOST:PORT" in proc.text()
+
+
+def test_a_taken_port_is_reported(tmp_path: Path) -> None:
+    host = random_host()
+    with socket.socket() as taken:
+        taken.bind((host, 8080))
+        taken.listen()
+        with Workload("backend", ["--listen", f"{host}:8080"], tmp_path) as proc:
+            assert proc.wait_exit() == 1
+    assert f"cannot listen on {host}:8080 (--listen / BACKEND_LISTEN)" in proc.text()

@@ -306,3 +306,13 @@ def test_improved_chain_with_real_haproxy(tmp_path: Path) -> None:
     assert index(hc_lines, "down_wait_over reason=checks failed_checks=3") < index(hc_lines, "event=drain_start")
     # No request was cut at HAProxy: no server-side termination state (SH/SD) in the request log.
     assert not any(re.search(r" S[HD]-- ", ln) for ln in ha_lines), "\n".join(ha_lines)
+
+
+def test_a_taken_port_is_reported(tmp_path: Path) -> None:
+    host = random_host()
+    with socket.socket() as taken:
+        taken.bind((host, 15080))
+        taken.listen()
+        with Workload("hc", ["--listen", f"{host}:15080"], tmp_path) as proc:
+            assert proc.wait_exit() == 1
+    assert f"cannot listen on {host}:15080 (--listen / HC_LISTEN)" in proc.text()

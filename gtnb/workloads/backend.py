@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import math
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -273,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         parse_addr(listen, what="--listen")
     except ConfigError as exc:
         parser.error(str(exc))
-    asyncio.run(serve(listen, LogfmtWriter(app="backend")))
+    try:
+        asyncio.run(serve(listen, LogfmtWriter(app="backend")))
+    except OSError as exc:  # the address is taken or not ours
+        print(f"backend: cannot listen on {listen} (--listen / BACKEND_LISTEN): {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
