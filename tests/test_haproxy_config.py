@@ -124,6 +124,19 @@ def test_rendered_configs_pass_haproxy_check(mode: str, tmp_path: Path, cert: tu
     check_config(text, haproxy=HAPROXY)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_committed_file_runs_unrendered_with_exported_variables(
+    mode: str, tmp_path: Path, cert: tuple[Path, Path]
+) -> None:
+    """HAProxy's own "${VAR}" expansion: the committed file is valid as is once the env is set."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/bin", **_values(tmp_path, cert[1])}
+    proc = subprocess.run([HAPROXY, "-c", "-f", str(haproxy_config_path(mode))], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    del env["GTNB_CERT"]
+    proc = subprocess.run([HAPROXY, "-c", "-f", str(haproxy_config_path(mode))], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+
+
 def test_homelab_defaults_plus_addresses_render_and_check(tmp_path: Path, cert: tuple[Path, Path]) -> None:
     values = dict(HOMELAB_DEFAULTS)
     values.update(
