@@ -305,10 +305,11 @@ def _proxy_config(r: FieldReader, annotations: dict[str, Any]) -> ProxyConfig:
 
 def _anti_affinity(r: FieldReader, pod_spec: dict[str, Any], labels: dict[str, str]) -> bool:
     """True when a required pod anti-affinity term on the hostname selects the pod itself."""
-    anti = r.mapping(r.mapping(pod_spec.get("affinity"), "spec.template.spec.affinity").get("podAntiAffinity"), "podAntiAffinity")
-    terms = r.sequence(anti.get("requiredDuringSchedulingIgnoredDuringExecution"), "podAntiAffinity.required...")
-    for term in terms:
-        term = r.mapping(term, "podAntiAffinity term")
+    field = "spec.template.spec.affinity.podAntiAffinity"
+    anti = r.mapping(r.mapping(pod_spec.get("affinity"), "spec.template.spec.affinity").get("podAntiAffinity"), field)
+    field += ".requiredDuringSchedulingIgnoredDuringExecution"
+    for i, term in enumerate(r.sequence(anti.get("requiredDuringSchedulingIgnoredDuringExecution"), field)):
+        term = r.mapping(term, f"{field}[{i}]")
         if term.get("topologyKey") == "kubernetes.io/hostname" and selector_matches(term.get("labelSelector"), labels):
             return True
     return False
