@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ..._wait import wait_until
 from ...errors import BalancerError, LabError
-from ...haproxy_config import check_config
+from ...haproxy_config import check_config, find_haproxy
 from ..base import Frontend
 
 __all__ = [
@@ -272,7 +272,7 @@ class HaproxyProcess:
 
     def __init__(self, state_dir: str | Path, *, haproxy: str = "haproxy") -> None:
         self.state_dir = Path(state_dir)
-        self.haproxy = haproxy
+        self.haproxy = find_haproxy(haproxy)  # Debian's lives in /usr/sbin, often not on PATH
         self.config_path, self.master_sock, self.admin_sock, self.pid_file, self.log_path = _paths(self.state_dir)
         self._popen: subprocess.Popen[bytes] | None = None
 
@@ -400,7 +400,7 @@ class LocalBalancer:
     ) -> None:
         self.state_dir = Path(state_dir)
         self._frontend = frontend
-        self.haproxy = haproxy
+        self.haproxy = find_haproxy(haproxy)
         self.config_path, self.master_sock, admin, self.pid_file, self.log_path = _paths(self.state_dir)
         self.admin_sock = Path(admin_socket) if admin_socket is not None else admin
         self.reload_timeout_s = reload_timeout_s

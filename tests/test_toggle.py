@@ -1,0 +1,234 @@
+"""The mode toggle: its pure parts (validators, `show stat` by header name, deadlock detection,
+the one-line result) and the whole toggle on a real local lab (supervisor, HAProxy, Envoy, hc):
+current -> improved -> current verified; a broken HAProxy config refused with the lab still
+serving and untouched; the anti-affinity deadlock raised with policy `report` and resolved
+with `force-delete`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from gtnb._wait import wait_until
+from gtnb.errors import BalancerError, ConfigError, RolloutDeadlock
+from gtnb.haproxy_config import render_haproxy_config
+from gtnb.manifests import manifest_sha256
+from gtnb.modes import (
+    IGW_BACKEND,
+    MODES,
+    ToggleResult,
+    backend_servers,
+    ensure_deadlock_policy,
+    ensure_mode,
+    find_deadlock,
+    load_mode,
+    toggle,
+)
+from gtnb.targets.base import Pod
+
+# -- pure parts ------------------------------------------------------------------------------
+
+
+def test_ensure_mode_and_policy_name_the_choices() -> None:
+    assert [ensure_mode(m) for m in MODES] == ["current", "improved"]
+    with pytest.raises(ConfigError, match="'fixed' is not one of current, improved"):
+        ensure_mode("fixed")
+    assert ensure_deadlock_policy("report") == "report"
+    with pytest.raises(ConfigError, match="force-delete, report"):
+        ensure_deadlock_policy("ignore")
+
+
+def test_load_mode_points_at_the_committed_files() -> None:
+    for name in MODES:
+        m = load_mode(name)
+        assert m.manifest.is_file() and m.haproxy_cfg.is_file()
+        assert m.haproxy_cfg.name == f"haproxy-{name}.cfg"
+        assert m.manifest.name.endswith(f"-igw-{name}.yaml") and m.manifest.name.startswith("2")
+        assert f"mode: {name}" in m.manifest.read_text()
+        assert m.label == f"mode={name}"
+
+
+def test_toggle_rejects_bad_input_before_touching_the_target() -> None:
+    untouchable = object()  # any attribute access would raise AttributeError, not ConfigError
+    with pytest.raises(ConfigError, match="mode 'fast'"):
+        toggle(untouchable, "fast")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="deadlock_policy"):
+        toggle(untouchable, "current", deadlock_policy="wait")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="timeout_s=0"):
+        toggle(untouchable, "current", timeout_s=0)  # type: ignore[arg-type]
+
+
+def test_backend_servers_reads_columns_by_header_name() -> None:
+    # Columns in an order unlike HAProxy's: positions must not matter, names must.
+    stat = (
+        "# status,svname,check_status,pxname,scur\n"
+        f"UP,FRONTEND,,example-local,0\n"
+        f"UP,worker1,L7OK,{IGW_BACKEND},1\n"
+        f"DOWN,master1,L4CON,{IGW_BACKEND},0\n"
+        f"UP,apiserver,L4OK,kube-apiserver,0\n"
+        f"UP,BACKEND,,{IGW_BACKEND},1\n"
+    )
+    servers = backend_servers(stat)
+    assert sorted(servers) == ["master1", "worker1"]
+    assert servers["worker1"]["status"] == "UP" and servers["master1"]["check_status"] == "L4CON"
+    assert list(backend_servers(stat, "kube-apiserver")) == ["apiserver"]
+
+
+def _pod(name: str, mode: str, phase: str = "Running", reason: str | None = None, node: str | None = "worker1") -> Pod:
+    return Pod(name=name, node=node, mode=mode, phase=phase, ready=phase == "Running", reason=reason)
+
+
+def test_find_deadlock() -> None:
+    old = [_pod("a", "current", node="master1"), _pod("b", "current", node="worker1")]
+    stuck = _pod("n", "improved", "Pending", "Unschedulable", None)
+    assert find_deadlock(old + [stuck], "improved") == ([stuck], old)
+    # A Pending pod that is merely being scheduled is no deadlock.
+    assert find_deadlock(old + [_pod("n", "improved", "Pending", None, None)], "improved") == ([], [])
+    # Old pods already Terminating free their seats by themselves.
+    terminating = [_pod("a", "current", "Terminating"), _pod("b", "current", "Terminating")]
+    assert find_deadlock(terminating + [stuck], "improved") == ([], [])
+
+
+def test_toggle_result_is_one_line() -> None:
+    r = ToggleResult(mode="improved", target="local", manifest_sha256="a" * 64, cfg_sha256="b" * 64,
+                     pods=("p1", "p2"), servers_up=("master1", "worker1"), deleted=("o1",), deadlock=True,
+                     timings_s={"total": 12.34})
+    line = str(r)
+    assert "\n" not in line
+    for part in ("improved mode", "2 pod(s)", "master1, worker1", "aaaaaaaaaaaa", "bbbbbbbbbbbb", "o1", "12.3 s"):
+        assert part in line, (part, line)
+
+
+# -- on a real local lab ---------------------------------------------------------------------
+
+WAIT_S = 120.0  # Envoy per pod, 2 shared cores shared with other tests: wide margins
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from gtnb.targets.local.lab import local_target
+
+    state = tmp_path_factory.mktemp("toggle") / "lab"
+    # The seed's cluster: master1 tainted, so the manifest's 2 replicas take every schedulable node.
+    with local_target(state, taint_master=True) as target:
+        pids: set[int] = set()
+
+        def snapshot() -> None:
+            sup = psutil.Process(json.loads((state / "lab.json").read_text())["pid"])
+            pids.update({sup.pid} | {p.pid for p in sup.children(recursive=True)})
+
+        snapshot()
+        target.snapshot = snapshot  # type: ignore[attr-defined]
+        yield target
+        snapshot()
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"the lab left processes behind: {alive}"
+
+
+def _get_status(target: object) -> int:
+    from gtnb.traffic import Pin
+
+    pin = Pin.from_frontend(target.balancer.frontend())  # type: ignore[attr-defined]
+    with pin.client(timeout_s=20) as c:
+        return c.get("/fast", extensions=pin.extensions()).status_code
+
+
+def _lab_mode(target: object) -> str | None:
+    modes = {p.mode for p in target.cluster.pods()}  # type: ignore[attr-defined]
+    return modes.pop() if len(modes) == 1 else None
+
+
+def _check_toggled(target: object, result: ToggleResult, mode: str) -> None:
+    pods = target.cluster.pods()  # type: ignore[attr-defined]
+    assert pods and all(p.mode == mode and p.ready for p in pods), pods
+    rendered = render_haproxy_config(mode, target.haproxy_values())  # type: ignore[attr-defined]
+    assert result.cfg_sha256 == hashlib.sha256(rendered.encode()).hexdigest()
+    assert target.balancer.installed_sha256() == result.cfg_sha256  # type: ignore[attr-defined]
+    assert result.manifest_sha256 == manifest_sha256(load_mode(mode).manifest)
+    servers = backend_servers(target.balancer.show_stat())  # type: ignore[attr-defined]
+    assert set(result.servers_up) == {p.node for p in pods}
+    assert all(servers[n]["status"].startswith("UP") for n in result.servers_up)
+    assert set(result.pods) == {p.name for p in pods}
+    assert _get_status(target) == 200
+
+
+@pytest.mark.lab
+def test_broken_config_is_refused_and_the_lab_keeps_serving(lab: object) -> None:
+    class BadCert:
+        """The real lab with a certificate path that does not exist: renders, fails `haproxy -c`."""
+
+        def __init__(self, inner: object) -> None:
+            self.name, self.cluster, self.balancer = inner.name, inner.cluster, inner.balancer  # type: ignore[attr-defined]
+            self.inner = inner
+
+        def haproxy_values(self) -> dict[str, str]:
+            return {**self.inner.haproxy_values(), "GTNB_CERT": "/nonexistent/example.local.pem"}  # type: ignore[attr-defined]
+
+        def close(self) -> None:
+            pass
+
+    before_pods = sorted((p.name, p.mode) for p in lab.cluster.pods())  # type: ignore[attr-defined]
+    before_sha = lab.balancer.installed_sha256()  # type: ignore[attr-defined]
+    target_mode = "improved" if _lab_mode(lab) == "current" else "current"
+    lines: list[str] = []
+    with pytest.raises(BalancerError) as err:
+        toggle(BadCert(lab), target_mode, log=lines.append, progress=False)  # type: ignore[arg-type]
+    assert "/nonexistent/example.local.pem" in str(err.value)  # haproxy's own complaint, quoted
+    assert "before any change" in str(err.value)
+    assert any("refused" in line for line in lines), lines
+    assert lab.balancer.installed_sha256() == before_sha  # type: ignore[attr-defined]
+    assert sorted((p.name, p.mode) for p in lab.cluster.pods()) == before_pods  # manifest never applied  # type: ignore[attr-defined]
+    assert _get_status(lab) == 200
+
+
+@pytest.mark.lab
+def test_deadlock_reported_then_resolved_by_force_delete(lab: object) -> None:
+    cluster = lab.cluster  # type: ignore[attr-defined]
+    old_mode = _lab_mode(lab) or "current"
+    new_mode = "improved" if old_mode == "current" else "current"
+    old = {p.name for p in cluster.pods()}
+    assert len(old) == 2  # the manifest's replicas == the 2 schedulable nodes: the seed's deadlock
+
+    lines: list[str] = []
+    with pytest.raises(RolloutDeadlock) as err:
+        toggle(lab, new_mode, deadlock_policy="report", deadlock_after_s=1.0, log=lines.append,  # type: ignore[arg-type]
+               progress=False, timeout_s=WAIT_S)
+    message = str(err.value)
+    assert "--grace-period=5" in message and "maxUnavailable" in message and "kubernetes#116891" in message
+    pods = cluster.pods()
+    assert {p.name for p in pods if p.mode == old_mode and p.phase == "Running"} == old  # nothing deleted
+    assert any(p.mode == new_mode and p.phase == "Pending" and p.reason == "Unschedulable" for p in pods)
+    assert any("deadlock_policy=report" in line for line in lines), lines
+
+    # The same toggle with the seed's policy, from the deadlocked state.
+    lines.clear()
+    result = toggle(lab, new_mode, deadlock_after_s=1.0, log=lines.append, progress=False, timeout_s=WAIT_S)  # type: ignore[arg-type]
+    assert result.deadlock and set(result.deleted) == old
+    assert any("force-deleting" in line and "grace 5 s" in line for line in lines), lines
+    _check_toggled(lab, result, new_mode)
+    assert not ({p.name for p in cluster.pods()} & old)
+    lab.snapshot()  # type: ignore[attr-defined]
+
+
+@pytest.mark.lab
+def test_toggle_current_improved_current(lab: object) -> None:
+    first = "improved" if _lab_mode(lab) == "current" else "current"
+    for mode in (first, "current" if first == "improved" else "improved"):
+        lines: list[str] = []
+        result = toggle(lab, mode, log=lines.append, progress=False, timeout_s=WAIT_S)  # type: ignore[arg-type]
+        _check_toggled(lab, result, mode)
+        assert result.deadlock and len(result.deleted) == 2  # the seed's lab: every toggle deadlocks
+        text = "\n".join(lines)
+        for step in ("rendered", "reloaded", "apply", "rollout deadlock", "rollout: complete",
+                     "verify: HAProxy sees", "toggle done"):
+            assert step in text, (step, text)
+        lab.snapshot()  # type: ignore[attr-defined]
+    # Toggling to the mode it is in changes nothing, needs no deletion and still verifies.
+    again = toggle(lab, mode, progress=False, timeout_s=WAIT_S)  # type: ignore[arg-type]
+    assert again.pods == result.pods and again.cfg_sha256 == result.cfg_sha256 and not again.deleted
