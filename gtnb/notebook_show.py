@@ -33,14 +33,19 @@ __all__ = [
 
 
 def narrate(level: int = logging.INFO) -> None:
-    """Send gtnb's log lines (the run narrated) to the cell output, once per kernel."""
-    logger = logging.getLogger("gtnb")
-    if not any(getattr(h, "_gtnb", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-        handler._gtnb = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.setLevel(level)
+    """Show gtnb's notebook and report log lines in the cell output, once per kernel.
+
+    The run itself narrates through its own echo (run.log lines and tqdm on stderr), so only
+    the loggers of the notebook's own steps are attached here: no line appears twice.
+    """
+    for name in ("gtnb.notebook", "gtnb.report"):
+        logger = logging.getLogger(name)
+        if not any(getattr(h, "_gtnb", False) for h in logger.handlers):
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+            handler._gtnb = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+        logger.setLevel(level)
 
 
 def _display(obj: Any) -> None:

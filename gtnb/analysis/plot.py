@@ -108,7 +108,7 @@ def _event_lane(ax: Axes, view: RunView, xlim: tuple[float, float], width_in: fl
         ax.text(0.5, 0.5, "no events found", transform=ax.transAxes, ha="center", color="#757575")
 
 
-def _client_lane(ax: Axes, view: RunView) -> None:
+def _client_lane(ax: Axes, view: RunView, xlim: tuple[float, float]) -> None:
     c = view.client
     ax.set_ylabel("client", rotation=0, ha="right", va="center")
     if c.empty:
@@ -139,9 +139,11 @@ def _client_lane(ax: Axes, view: RunView) -> None:
         label = f"{'completed' if r.ok else 'CUT'}: {what} at t={r.t1:.2f} s"
         if view.scenario == "S4":
             label += f", {int(r.chunks)} chunks"
-        ax.annotate(label, (r.t1, i), xytext=(6, 9), textcoords="offset points", fontsize=9,
-                    color=color, fontweight="bold", va="bottom",
-                    ha="right" if r.ok else "left")
+        # The label reads leftwards from the outcome unless the bar is short and near the left.
+        leftwards = r.ok or r.t1 > xlim[0] + 0.5 * (xlim[1] - xlim[0])
+        ax.annotate(label, (r.t1, i), xytext=(-6 if leftwards else 6, 9), textcoords="offset points",
+                    fontsize=9, color=color, fontweight="bold", va="bottom",
+                    ha="right" if leftwards else "left")
         arrivals = view.chunks[view.chunks["request_id"] == str(r.request_id)]
         if len(arrivals):
             ax.plot(arrivals["t"], [i] * len(arrivals), "|", color="#37474f", ms=12, mew=1.2, zorder=3)
@@ -214,7 +216,7 @@ def _draw(fig: Figure, gs: Any, view: RunView, xlim: tuple[float, float], *,
         axes.append(fig.add_subplot(gs[k], sharex=sharex or (axes[0] if axes else None)))
     ev_ax, cl_ax, hp_ax = axes[0], axes[1], axes[-1]
     _event_lane(ev_ax, view, xlim, fig.get_figwidth())
-    _client_lane(cl_ax, view)
+    _client_lane(cl_ax, view, xlim)
     if load:
         _rate_lane(axes[2], view, xlim)
     _haproxy_lane(hp_ax, view)
