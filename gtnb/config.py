@@ -67,6 +67,15 @@ class SshHost:
     known_hosts: Path = Path("~/.ssh/known_hosts")
     accept_unknown_host_keys: bool = False
 
+    def ssh_command(self) -> str:
+        """The `ssh` command line a person would type to reach this host, for messages."""
+        jump = f"-J {self.jump.name} " if self.jump else ""
+        if re.fullmatch(r"[A-Za-z0-9_.-]+", self.name) and self.port == 22 and not self.user:
+            return f"ssh {jump}{self.name}"
+        port = f"-p {self.port} " if self.port != 22 else ""
+        who = f"{self.user}@" if self.user else ""
+        return f"ssh {jump}{port}{who}{self.hostname}"
+
     def __str__(self) -> str:
         who = f"{self.user}@" if self.user else ""
         via = f" via {self.jump}" if self.jump else ""
@@ -217,10 +226,16 @@ def parse_profile(data: Any, *, path: Path = Path("<profile>")) -> HomelabProfil
                           "e.g. [service-a-backend:dev, service-a-hc:dev]")
 
     values = _mapping(root.get("haproxy_values", {}), "haproxy_values", where)
+    from .haproxy_config import haproxy_values_doc  # the configs' variables (docs/contracts.md)
+
+    known = haproxy_values_doc()
     for key, value in values.items():
         if not _GTNB_VAR.match(str(key)):
             raise ConfigError(f"{where}: haproxy_values key {key!r} is not a GTNB_* name: the "
                               "HAProxy configs read only ${GTNB_*} variables (e.g. GTNB_FRONTEND_ADDR)")
+        if key not in known:
+            raise ConfigError(f"{where}: haproxy_values.{key} is not a variable of the HAProxy configs: "
+                              f"use one of {', '.join(sorted(known))}")
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: haproxy_values.{key} is {value!r}: give a string or number")
 
@@ -285,6 +300,7 @@ def resolve_ssh_host(
     ssh_config: Path | None = None,
     known_hosts: Path | None = None,
     accept_unknown_host_keys: bool = False,
+    inherited_identity: str | None = None,
     _depth: int = 0,
 ) -> SshHost:
     """Resolve a host the way `ssh NAME` would: the profile's values first, then ~/.ssh/config.
@@ -293,6 +309,8 @@ def resolve_ssh_host(
         name: an ssh_config alias (`homelab`), an address, or `user@host:port`.
         user, port, jump, identity_file: explicit values; they win over ssh_config.
         ssh_config: the file to read (default ~/.ssh/config when it exists).
+        inherited_identity: a key file for jump hops that ssh_config gives none (the profile's
+            identity_file serves the whole chain, as `ssh -i key -J hop host` does).
 
     Returns:
         The SshHost, with its ProxyJump chain resolved the same way.
@@ -318,18 +336,22 @@ def resolve_ssh_host(
         # `ProxyJump a,b`: reach b through a, then the host through b.
         *first, last = [h.strip() for h in proxy.split(",")]
         chain = resolve_ssh_host(",".join(first), ssh_config=ssh_config, known_hosts=known_hosts,
-                                 accept_unknown_host_keys=accept_unknown_host_keys, _depth=_depth + 1)
+                                 accept_unknown_host_keys=accept_unknown_host_keys,
+                                 inherited_identity=identity_file or inherited_identity, _depth=_depth + 1)
         jump_host: SshHost | None = _with_jump(
             resolve_ssh_host(last, ssh_config=ssh_config, known_hosts=known_hosts,
-                             accept_unknown_host_keys=accept_unknown_host_keys, _depth=_depth + 1),
+                             accept_unknown_host_keys=accept_unknown_host_keys,
+                             inherited_identity=identity_file or inherited_identity, _depth=_depth + 1),
             chain,
         )
     elif proxy:
         jump_host = resolve_ssh_host(proxy, ssh_config=ssh_config, known_hosts=known_hosts,
-                                     accept_unknown_host_keys=accept_unknown_host_keys, _depth=_depth + 1)
+                                     accept_unknown_host_keys=accept_unknown_host_keys,
+                                     inherited_identity=identity_file or inherited_identity, _depth=_depth + 1)
     else:
         jump_host = None
-    identities = [identity_file] if identity_file else list(found.get("identityfile", []))
+    identities = ([identity_file] if identity_file else list(found.get("identityfile", []))
+                  or ([inherited_identity] if inherited_identity else []))
     return SshHost(
         name=name,
         hostname=str(found.get("hostname", alias)),

@@ -55,7 +55,8 @@ def _run(argv: Sequence[str], what: str, fix: str) -> None:
     log.info("%s: %s", what, shlex.join(argv))
     proc = subprocess.run(list(argv), capture_output=True, text=True)
     if proc.returncode != 0:
-        out = (proc.stderr.strip() or proc.stdout.strip())[-800:]
+        # The tool's last lines say why (docker prints deprecation chatter first).
+        out = " | ".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:])[-800:]
         raise TargetError(f"{what} failed (exit {proc.returncode}): {out}. {fix}")
 
 

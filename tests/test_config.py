@@ -94,6 +94,7 @@ def test_proxyjump_chain_is_resolved_hop_by_hop(tmp_path: Path) -> None:
         (_with(["kube", "deadlock_policy"], "pray"), ["deadlock_policy", "force-delete"]),
         (_with(["balancer", "sudo"], "yes"), ["balancer.sudo", "true or false"]),
         (_with(["haproxy_values", "FRONTEND_ADDR"], "x"), ["FRONTEND_ADDR", "GTNB_"]),
+        (_with(["haproxy_values", "GTNB_FRONTEND_ADRR"], "x"), ["GTNB_FRONTEND_ADRR", "GTNB_FRONTEND_ADDR"]),
         (_with(["kube", "namspace"], "x"), ["kube.namspace", "namespace"]),
         (_with(["images"], []), ["images", "service-a-hc:dev"]),
         (_with(["balancer", "ssh", "identity_file"], "/nonexistent/key"), ["identity_file", "ssh-agent"]),

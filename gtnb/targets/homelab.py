@@ -45,7 +45,7 @@ class HomelabTarget:
     def haproxy_values(self) -> dict[str, str]:
         """HOMELAB_DEFAULTS, then what the profile implies (frontend, admin socket, node
         addresses), then the profile's own haproxy_values, which win."""
-        from ..haproxy_config import HOMELAB_DEFAULTS
+        from ..haproxy_config import HOMELAB_DEFAULTS, haproxy_values_doc
 
         values = dict(HOMELAB_DEFAULTS)
         values["GTNB_FRONTEND_ADDR"] = self.profile.frontend.host
@@ -56,7 +56,8 @@ class HomelabTarget:
         if "master1" in self.profile.nodes:
             values.setdefault("GTNB_APISERVER", f"{self.profile.nodes['master1'].hostname}:6443")
         values.update(self.profile.haproxy_values)
-        return values
+        known = haproxy_values_doc()  # a node named otherwise (node3) has no variable: leave it out
+        return {k: v for k, v in values.items() if k in known}
 
     def node_session(self, node: str) -> SshSession:
         """An SSH session to a cluster node (crictl, ctr), as the profile's nodes.hosts says."""

@@ -58,7 +58,7 @@ class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
         raise self._error(
             f"SSH host {hostname} ({self._host.name}) is not in {self._host.known_hosts}: its "
             f"{key.get_name()} key is {key.fingerprint}. Check that fingerprint on the host "
-            f"(`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`), then `ssh {self._host.name}` once to "
+            f"(`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`), then `{self._host.ssh_command()}` once to "
             f"record it, or set accept_unknown_host_keys: true in the profile"
         )
 
@@ -106,7 +106,7 @@ class SshSession:
             except (paramiko.SSHException, OSError) as exc:
                 raise self._error(
                     f"jump host {host.jump} could not open a channel to {host.hostname}:{host.port}: "
-                    f"{exc}. Check that `ssh -J {host.jump.name} {host.hostname}` works and that the "
+                    f"{exc}. Check that `{host.ssh_command()}` works and that the "
                     f"jump host allows TCP forwarding"
                 ) from exc
         client = paramiko.SSHClient()
@@ -145,7 +145,7 @@ class SshSession:
         except (paramiko.SSHException, OSError, socket.timeout) as exc:
             if isinstance(exc, TargetError):
                 raise
-            raise self._error(f"SSH connection to {host} failed: {exc}. Check that `ssh {host.name}` works") from exc
+            raise self._error(f"SSH connection to {host} failed: {exc}. Check that `{host.ssh_command()}` works") from exc
         log.info("ssh: connected to %s", host)
         return client
 

@@ -1,0 +1,93 @@
+"""open_target("homelab", profile=...) end to end on what runs here: a profile file on disk, the
+kubernetes client pointed by its kubeconfig/context at the stub of the API contract
+(tests/_kubestub.py; no API server can run here), the balancer over a real sshd to a real HAProxy,
+and both committed HAProxy configs rendered with the target's values and installed through the
+safe path (check, back up, reload, verify)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from _kubestub import Stub, running_stub
+from _sshd import Node, Sshd, free_port, running_haproxy, running_sshd
+from gtnb.certs import ensure_certs
+from gtnb.haproxy_config import render_haproxy_config
+from gtnb.targets import Target, open_target
+from gtnb.targets.homelab import HomelabTarget
+
+pytestmark = pytest.mark.ssh
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as s:
+        yield s
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    with running_haproxy(tmp_path / "node") as n:
+        yield n
+
+
+@pytest.fixture
+def stub(tmp_path: Path) -> Iterator[Stub]:
+    with running_stub(tmp_path) as s:
+        yield s
+
+
+def _profile_file(tmp_path: Path, sshd: Sshd, node: Node, stub: Stub) -> Path:
+    _, pem = ensure_certs(tmp_path / "certs")
+    ssh = {"user": "root", "port": sshd.port, "identity_file": str(sshd.client_key),
+           "known_hosts": str(sshd.known_hosts)}
+    doc = {
+        "kube": {"context": "stub", "kubeconfig": str(stub.kubeconfig)},
+        "balancer": {"ssh": {"host": "127.0.0.1", "jump": f"root@127.0.0.1:{sshd.port}", **ssh},
+                     "sudo": False, "admin_socket": str(node.admin_sock), "config_path": str(node.cfg_path),
+                     "reload_command": f"kill -USR2 {node.proc.pid}", "haproxy_bin": "/usr/sbin/haproxy",
+                     "log_command": f"tail -F -n 0 {node.log_path}", "reload_timeout_s": 15},
+        "frontend": {"host": "127.0.0.1", "port": node.frontend_port, "ca": str(tmp_path / "ca.pem")},
+        "nodes": {"ssh": ssh, "sudo": False,
+                  "hosts": {"master1": "127.0.0.1", "worker1": "127.0.0.2", "worker2": "127.0.0.3"}},
+        # Homelab defaults would log to /dev/log and bind 6443: here stdout (the node's log file)
+        # and a free port, so the committed configs can really run on the test HAProxy.
+        "haproxy_values": {"GTNB_APISERVER": "127.0.0.1:6443", "GTNB_API_PORT": str(free_port()),
+                           "GTNB_LOG_TARGET": "stdout", "GTNB_LOG_FORMAT": "iso", "GTNB_CERT": str(pem)},
+    }
+    p = tmp_path / "homelab.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def test_open_target_homelab_from_a_profile_file(tmp_path: Path, sshd: Sshd, node: Node, stub: Stub) -> None:
+    profile = _profile_file(tmp_path, sshd, node, stub)
+    # The jump host's own key must be known too: same sshd, so the same known_hosts line.
+    with open_target("homelab", profile=profile) as target:
+        assert isinstance(target, Target) and isinstance(target, HomelabTarget)
+        assert target.name == "homelab"
+        assert target.cluster.versions()["kubernetes"] == "v1.30.6"
+        assert target.balancer.show_stat().startswith("# pxname")
+        values = target.haproxy_values()
+        assert values["GTNB_FRONTEND_ADDR"] == "127.0.0.1"
+        assert values["GTNB_FRONTEND_PORT"] == str(node.frontend_port)
+        assert values["GTNB_WORKER2_ADDR"] == "127.0.0.3"  # from nodes.hosts
+        assert values["GTNB_ADMIN_SOCKET"] == str(node.admin_sock)
+        assert values["GTNB_APISERVER"] == "127.0.0.1:6443"  # the profile wins
+        for mode in ("current", "improved"):
+            # exactly the variables the configs use; then the real safe install on the node
+            text = render_haproxy_config(mode, values)
+            assert not re.search(r"\$\{GTNB_[A-Z0-9_]+\}", text)
+            assert target.balancer.install_config(text) == hashlib.sha256(text.encode()).hexdigest()
+            assert node.cfg_path.read_text() == text
+            assert ",worker2," in target.balancer.show_stat()
+        offsets = target.clock_offsets_s()
+        assert set(offsets) == {"haproxy", "master1", "worker1", "worker2"}
+        assert all(abs(v) < 1.0 for v in offsets.values())  # one clock: only round-trip noise
+    # closed: the balancer's SSH transport is gone
+    assert target.balancer._ssh._clients == []
