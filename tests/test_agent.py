@@ -127,6 +127,7 @@ def test_default_mode_kills_envoy_with_the_request_in_flight(tmp_path: Path) -> 
 
         inflight = pool.submit(slow)
         wait_in_flight(gw)
+        assert httpx.get(f"{gw.url}/fast", headers={"x-request-id": "rid-last"}).status_code == 200
         signalled = time.monotonic()
         gw.agent.signal(signal.SIGTERM)
         outcome, ended = inflight.result(timeout=30)
@@ -135,6 +136,8 @@ def test_default_mode_kills_envoy_with_the_request_in_flight(tmp_path: Path) -> 
         assert gw.agent.wait_exit() == 0
         assert not port_open(gw.host, 15021) and not port_open(gw.host, 8080)
         assert not psutil.pid_exists(envoy.pid)  # killed and reaped by the agent
+    # The access log was flushed before Envoy was SIGKILLed: no completed request is missing.
+    assert '"rid-last"' in gw.agent.text()
     messages = agent_messages(gw)
     tail = messages[messages.index("Agent draining Proxy for termination"):]
     assert tail == [
