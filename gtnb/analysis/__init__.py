@@ -13,6 +13,7 @@ Pure functions on files and DataFrames; nothing here imports gtnb.targets.
 from __future__ import annotations
 
 from ._lines import ParseResult, Skipped
+from .compare import Comparison, compare
 from .events import align, apply_clock_offsets, find_events, write_events_csv
 from .parse_client import parse_chunks, parse_client
 from .parse_envoy import parse_envoy
@@ -21,10 +22,12 @@ from .parse_hc import parse_hc
 from .parse_seed import parse_curl_out, parse_curl_stream, parse_curl_tsv, parse_seed
 from .parse_stat import parse_stat
 from .run import Run, load_run
+from .verdict import Check, Verdict, verdict
 
 __all__ = [
     "ParseResult", "Skipped",
     "parse_hc", "parse_envoy", "parse_haproxy", "parse_stat", "parse_client", "parse_chunks",
     "parse_curl_out", "parse_curl_stream", "parse_curl_tsv", "parse_seed",
     "Run", "load_run", "find_events", "align", "write_events_csv", "apply_clock_offsets",
+    "Check", "Verdict", "verdict", "Comparison", "compare",
 ]
