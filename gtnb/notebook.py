@@ -27,6 +27,8 @@ from typing import Any
 from .artifacts import REPO_ROOT, artifacts_root, read_journal
 from .errors import ArtifactError, ConfigError, RunError
 from .notebook_show import (
+    PROBLEMS,
+    guarded,
     narrate,
     outcome_html,
     show_compare,
@@ -216,6 +218,7 @@ def parameters(
     Returns:
         The Params. When `run_dir` is set, mode and target come from that run's journal.
     """
+    PROBLEMS.clear()  # a notebook starts here: forget an earlier execution's problems
     scenario = ensure_scenario(scenario)
     mode = ensure_mode(mode)
     if scenario == "S2" and mode != "improved":
@@ -325,8 +328,10 @@ def run_or_load(params: Params) -> Outcome:
     return _outcome_from_journal(params, Path(run_dir), analysed_only=False)
 
 
+@guarded("loading the artifacts")
 def load(outcome: Outcome) -> Any:
-    """Load the run's artifacts (``gtnb.analysis.load_run``); None when there is no run dir."""
+    """Load the run's artifacts (``gtnb.analysis.load_run``); None when there is no run dir
+    (or when loading failed: the error is shown and `finish` raises it at the end)."""
     if outcome.run_dir is None:
         return None
     from .analysis import load_run
@@ -358,9 +363,11 @@ def finish(outcome: Outcome, params: Params | None = None) -> Path | None:
 
         report = render_report(outcome.run_dir)
         print(f"report: {report}")
+    where = f"; artifacts and report in {outcome.run_dir}" if outcome.run_dir else ""
     if not outcome.ok:
-        where = f"; artifacts and report in {outcome.run_dir}" if outcome.run_dir else ""
         raise RunError(outcome.failure() + where)
+    if PROBLEMS:
+        raise RunError("the run completed but its analysis failed: " + "; ".join(PROBLEMS) + where)
     return report
 
 
@@ -424,4 +431,6 @@ def finish_compare(outcome_current: Outcome, outcome_improved: Outcome, *,
     failed = [o for o in (outcome_current, outcome_improved) if not o.ok]
     if failed:
         raise RunError("; ".join(f"{o.params.mode}: {o.failure()}" for o in failed))
+    if PROBLEMS:
+        raise RunError("the runs completed but their analysis failed: " + "; ".join(PROBLEMS))
     return path

@@ -8,16 +8,21 @@ failed run must still get to its last cell.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from .notebook import Outcome
 
 __all__ = [
+    "PROBLEMS",
+    "guarded",
     "narrate",
     "show_figure",
     "outcome_html",
@@ -30,6 +35,39 @@ __all__ = [
     "show_verdict",
     "show_comparison",
 ]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Analysis steps that raised in this kernel: `finish` raises with them at the very end, after the
+# report exists, instead of the first failing cell stopping the notebook before its report.
+PROBLEMS: list[str] = []
+
+
+def guarded(step: str) -> Callable[[F], F]:
+    """Run an analysis step so that an exception is shown and recorded, not raised.
+
+    Parameters:
+        step: the step's name in words ("the timeline"), for the message and `PROBLEMS`.
+    """
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - shown here, raised by finish()
+                PROBLEMS.append(f"{step}: {type(exc).__name__}: {exc}")
+                tb = "".join(traceback.format_exception(exc)[-3:])
+                _html(f"<div style='border:2px solid #c62828;padding:6px'><b style='color:#c62828'>"
+                      f"{html.escape(step)} failed: {html.escape(type(exc).__name__)}: "
+                      f"{html.escape(str(exc))}</b><pre>{html.escape(tb)}</pre></div>",
+                      f"{step} failed: {type(exc).__name__}: {exc}\n{tb}")
+                return None
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
 
 
 def narrate(level: int = logging.INFO) -> None:
@@ -116,6 +154,7 @@ def show_outcome(outcome: Outcome) -> None:
     _html(outcome_html(outcome), outcome.failure() or f"run completed: {outcome.run_dir}")
 
 
+@guarded("the load summary")
 def show_summary(run: Any) -> None:
     """Display what was loaded, missing or skipped (``Run.summary()``)."""
     if run is None:
@@ -124,6 +163,7 @@ def show_summary(run: Any) -> None:
     _display(run.summary())
 
 
+@guarded("the timeline")
 def show_timeline(run: Any) -> None:
     """Display the run's six-event timeline (``gtnb.analysis.plot.timeline``)."""
     if run is None:
@@ -134,6 +174,7 @@ def show_timeline(run: Any) -> None:
     show_figure(timeline(run))
 
 
+@guarded("the events table")
 def show_events(run: Any) -> None:
     """Display the six events: name, t from E1, source and the evidence line."""
     if run is None:
@@ -146,6 +187,7 @@ def show_events(run: Any) -> None:
     _display(events[cols])
 
 
+@guarded("the hc transitions")
 def show_transitions(run: Any) -> None:
     """Display the hc sidecar's FSM transitions (S2: the drain FSM's timing)."""
     if run is None:
@@ -157,6 +199,7 @@ def show_transitions(run: Any) -> None:
     _display(hc[hc["event"] == "transition"].dropna(axis=1, how="all"))
 
 
+@guarded("the comparison figure")
 def show_compare(run_current: Any, run_improved: Any) -> None:
     """Display both runs' timelines on one time axis (``plot_compare``)."""
     if run_current is None or run_improved is None:
@@ -167,6 +210,7 @@ def show_compare(run_current: Any, run_improved: Any) -> None:
     show_figure(plot_compare(run_current, run_improved))
 
 
+@guarded("the verdict")
 def show_verdict(outcome: Outcome, run: Any) -> Any:
     """Display the run's verdict (``gtnb.analysis.verdict``), after the failure if the run failed.
 
@@ -185,6 +229,7 @@ def show_verdict(outcome: Outcome, run: Any) -> Any:
     return result
 
 
+@guarded("the comparison verdict")
 def show_comparison(run_current: Any, run_improved: Any) -> Any:
     """Display the pair's verdict (``gtnb.analysis.compare``): does the evidence hold?
 

@@ -91,8 +91,8 @@ def _verdict_for(run_dir: Path) -> Any:
 
     try:
         return verdict(load_run(run_dir))
-    except ArtifactError as exc:
-        log.warning("no verdict for %s: %s", run_dir, exc)
+    except Exception as exc:  # noqa: BLE001 - the report must render even when analysis fails
+        log.warning("no verdict for %s: %s: %s", run_dir, type(exc).__name__, exc)
         return None
 
 

@@ -13,11 +13,13 @@ improved mode holds the pod until the request completes at 20 s. A cut at ~8 s a
 Override with `GTNB_DEMO_DURATION_S` / `GTNB_DEMO_KILL_AFTER_S` for the seed's numbers.
 
 A lab that was already up (`gtnb lab up`) is used and left up; a lab the demo started is taken
-down at the end.
+down at the end. `--state-dir` and `--artifacts` choose another lab state directory and
+artifacts root (defaults: `.lab/` and `artifacts/`).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -43,7 +45,7 @@ def _newest_run(root: Path, scenario: str, mode: str, since: float) -> Path | No
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def run_mode(mode: str, params: dict[str, object], workdir: Path) -> tuple[Path | None, bool]:
+def run_mode(mode: str, params: dict[str, object], workdir: Path, root: Path) -> tuple[Path | None, bool]:
     """Run s1.ipynb in `mode` under papermill.
 
     Returns:
@@ -64,13 +66,18 @@ def run_mode(mode: str, params: dict[str, object], workdir: Path) -> tuple[Path 
     except PapermillExecutionError as exc:
         ok = False
         log.error("S1 in %s mode failed: %s: %s", mode, exc.ename, exc.evalue)
-    run_dir = _newest_run(artifacts_root(), "S1", mode, started)
+    run_dir = _newest_run(root, "S1", mode, started)
     log.info("S1 in %s mode: %s in %.0f s -> %s", mode, "done" if ok else "FAILED",
              time.time() - started, run_dir)
     return run_dir, ok
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="S1 in both modes on the local lab, with reports")
+    ap.add_argument("--state-dir", default="", help="local lab state directory (default .lab/)")
+    ap.add_argument("--artifacts", default="", help="artifacts root (default artifacts/)")
+    args = ap.parse_args(argv)
+    root = artifacts_root(args.artifacts or None)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # papermill's own logger echoes every kernel output line (log_output): the run narrated.
@@ -78,9 +85,11 @@ def main() -> int:
     params: dict[str, object] = {
         "duration_s": float(os.environ.get("GTNB_DEMO_DURATION_S", "20")),
         "kill_after_s": float(os.environ.get("GTNB_DEMO_KILL_AFTER_S", "3")),
+        "state_dir": args.state_dir,
+        "artifacts": str(root),
     }
     log.info("bringing the local lab up (real HAProxy + real Envoy on loopback)")
-    status = lab.lab_up()
+    status = lab.lab_up(args.state_dir or None)
     started_here = not status.startswith("lab already up")
     log.info("%s", status.splitlines()[0])
     reports: list[Path] = []
@@ -88,7 +97,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="gtnb-demo-") as tmp:
             for mode in MODES:
-                run_dir, ok = run_mode(mode, params, Path(tmp))
+                run_dir, ok = run_mode(mode, params, Path(tmp), root)
                 if not ok:
                     failed.append(mode)
                 if run_dir is not None and (run_dir / "report.html").exists():
@@ -98,10 +107,10 @@ def main() -> int:
     finally:
         if started_here:
             log.info("taking the lab down")
-            log.info("%s", lab.lab_down())
+            log.info("%s", lab.lab_down(args.state_dir or None))
         else:
             log.info("the lab was up before the demo: leaving it up (`gtnb lab down` stops it)")
-    index = render_index()
+    index = render_index(root)
     for path in reports:
         print(path)
     print(index)
