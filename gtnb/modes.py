@@ -44,6 +44,7 @@ __all__ = [
     "ensure_deadlock_policy",
     "load_mode",
     "backend_servers",
+    "server_is_up",
     "find_deadlock",
     "toggle",
 ]
@@ -136,14 +137,28 @@ def backend_servers(stat: str, backend: str = IGW_BACKEND) -> dict[str, dict[str
     }
 
 
+def server_is_up(row: dict[str, str]) -> bool:
+    """True when a `show stat` server row is UP *and* its last check passed.
+
+    Right after a reload HAProxy 2.6 shows every checked server as `UP 1/2` (`UP 1/3` with fall
+    3) with check_status `INI`, even one with nothing behind it, until its first check runs
+    (0.5-1.5 s here): "UP" alone proves nothing then.
+    """
+    return row.get("status") == "UP" and row.get("check_status", "").endswith("OK")
+
+
 def find_deadlock(pods: list[Pod], mode: str) -> tuple[list[Pod], list[Pod]]:
     """The rollout deadlock as the pods show it: (stuck new-mode pods, old-mode pods holding seats).
 
     Stuck = Pending with reason Unschedulable. Holding = not Terminating and of another mode. Both
-    lists are empty when there is no deadlock (a Terminating old pod frees its seat by itself).
+    lists are empty when there is no deadlock. While any pod is Terminating it is no deadlock
+    either: that pod still holds its node (anti-affinity counts it) but frees it by itself — a
+    rollout out of improved mode waits on the old pods' preStop drain there, measured at 5-10 s.
     """
+    if any(p.phase == "Terminating" for p in pods):
+        return [], []
     stuck = [p for p in pods if p.mode == mode and p.phase == "Pending" and p.reason == "Unschedulable"]
-    holding = [p for p in pods if p.mode != mode and p.phase != "Terminating"]
+    holding = [p for p in pods if p.mode != mode]
     return (stuck, holding) if stuck and holding else ([], [])
 
 
@@ -263,19 +278,21 @@ def _install_cfg(target: Target, m: Mode, say: Log) -> str:
     return sha
 
 
-def _progress(progress: bool | Progress | None, mode: str) -> tuple[Progress, Callable[[], None]]:
-    """A status sink and its closer: a tqdm bar, nothing, or the caller's callable."""
+def _progress(progress: bool | Progress | None, mode: str) -> tuple[Callable[[RolloutStatus, int], None], Callable[[], None]]:
+    """A sink taking (status, Ready pods of the mode) and its closer: a tqdm bar, nothing, or the
+    caller's callable (which gets the status only)."""
     if callable(progress):
-        return progress, lambda: None
+        user = progress
+        return (lambda status, done: user(status)), lambda: None
     if progress is False:
-        return (lambda status: None), lambda: None
+        return (lambda status, done: None), lambda: None
     from tqdm.auto import tqdm
 
     bar: Any = tqdm(total=1, desc=f"rollout to {mode}", unit="pod", leave=False)
 
-    def update(status: RolloutStatus) -> None:
+    def update(status: RolloutStatus, done: int) -> None:
         bar.total = max(status.desired, 1)
-        bar.n = min(status.updated, status.ready)
+        bar.n = min(done, bar.total)  # status.ready counts old pods too
         bar.set_postfix_str(f"old {status.old}, pending {len(status.pending)}", refresh=False)
         bar.refresh()
 
@@ -302,7 +319,7 @@ def _wait_rollout(
             others = [p for p in pods if p.mode != mode]
             seen = (status, tuple(sorted((p.name, p.phase, p.ready) for p in pods)))
             if seen != last:
-                update(status)
+                update(status, sum(1 for p in pods if p.mode == mode and p.ready and p.phase == "Running"))
                 say(f"rollout: {status.updated}/{status.desired} updated, {status.ready} ready, {status.old} old; pods "
                     + (", ".join(_describe(p) for p in pods) or "none"))
                 last = seen
@@ -375,7 +392,7 @@ def _verify(target: Target, mode: str, cfg_sha: str, timeout_s: float, say: Log)
                 f"verification failed: HAProxy backend {IGW_BACKEND} has no server {', '.join(missing)} "
                 f"(it has {', '.join(servers) or 'none'}): the config's server names must be the node names"
             )
-        down = [n for n in expected if not servers[n].get("status", "").startswith("UP")]
+        down = [n for n in expected if not server_is_up(servers[n])]
         if not down:
             say("verify: HAProxy sees " + ", ".join(f"{n} {servers[n]['status']}" for n in expected))
             return pods, expected

@@ -28,6 +28,7 @@ from gtnb.modes import (
     ensure_mode,
     find_deadlock,
     load_mode,
+    server_is_up,
     toggle,
 )
 from gtnb.targets.base import Pod
@@ -80,6 +81,15 @@ def test_backend_servers_reads_columns_by_header_name() -> None:
     assert list(backend_servers(stat, "kube-apiserver")) == ["apiserver"]
 
 
+def test_server_is_up_needs_a_passed_check() -> None:
+    # What HAProxy 2.6 shows just after a reload, for a server with nothing behind it too.
+    assert not server_is_up({"status": "UP 1/2", "check_status": "INI"})
+    assert not server_is_up({"status": "UP", "check_status": "INI"})
+    assert not server_is_up({"status": "DOWN", "check_status": "L4CON"})
+    assert not server_is_up({"status": "UP 1/3", "check_status": "L7STS"})  # going down
+    assert server_is_up({"status": "UP", "check_status": "L7OK"})
+
+
 def _pod(name: str, mode: str, phase: str = "Running", reason: str | None = None, node: str | None = "worker1") -> Pod:
     return Pod(name=name, node=node, mode=mode, phase=phase, ready=phase == "Running", reason=reason)
 
@@ -93,6 +103,12 @@ def test_find_deadlock() -> None:
     # Old pods already Terminating free their seats by themselves.
     terminating = [_pod("a", "current", "Terminating"), _pod("b", "current", "Terminating")]
     assert find_deadlock(terminating + [stuck], "improved") == ([], [])
+    # Mid-rollout: one old pod Terminating (its node not yet free), one still Running and kept by
+    # maxUnavailable 0, the next new pod Pending: slow, not stuck.
+    mid = [_pod("a", "current", "Terminating", node="worker2"), _pod("b", "current", node="worker1"),
+           _pod("n1", "improved", node="master1")]
+    assert find_deadlock(mid + [stuck], "improved") == ([], [])
+    assert find_deadlock(mid[1:] + [stuck], "improved") == ([stuck], [mid[1]])
 
 
 def test_toggle_result_is_one_line() -> None:
@@ -153,38 +169,56 @@ def _check_toggled(target: object, result: ToggleResult, mode: str) -> None:
     assert result.manifest_sha256 == manifest_sha256(load_mode(mode).manifest)
     servers = backend_servers(target.balancer.show_stat())  # type: ignore[attr-defined]
     assert set(result.servers_up) == {p.node for p in pods}
-    assert all(servers[n]["status"].startswith("UP") for n in result.servers_up)
+    assert all(server_is_up(servers[n]) for n in result.servers_up), servers
     assert set(result.pods) == {p.name for p in pods}
     assert _get_status(target) == 200
 
 
 @pytest.mark.lab
 def test_broken_config_is_refused_and_the_lab_keeps_serving(lab: object) -> None:
-    class BadCert:
-        """The real lab with a certificate path that does not exist: renders, fails `haproxy -c`."""
-
-        def __init__(self, inner: object) -> None:
-            self.name, self.cluster, self.balancer = inner.name, inner.cluster, inner.balancer  # type: ignore[attr-defined]
-            self.inner = inner
-
-        def haproxy_values(self) -> dict[str, str]:
-            return {**self.inner.haproxy_values(), "GTNB_CERT": "/nonexistent/example.local.pem"}  # type: ignore[attr-defined]
-
-        def close(self) -> None:
-            pass
-
     before_pods = sorted((p.name, p.mode) for p in lab.cluster.pods())  # type: ignore[attr-defined]
     before_sha = lab.balancer.installed_sha256()  # type: ignore[attr-defined]
     target_mode = "improved" if _lab_mode(lab) == "current" else "current"
     lines: list[str] = []
     with pytest.raises(BalancerError) as err:
-        toggle(BadCert(lab), target_mode, log=lines.append, progress=False)  # type: ignore[arg-type]
+        toggle(_Values(lab, GTNB_CERT="/nonexistent/example.local.pem"), target_mode, log=lines.append, progress=False)  # type: ignore[arg-type]
     assert "/nonexistent/example.local.pem" in str(err.value)  # haproxy's own complaint, quoted
     assert "before any change" in str(err.value)
     assert any("refused" in line for line in lines), lines
     assert lab.balancer.installed_sha256() == before_sha  # type: ignore[attr-defined]
     assert sorted((p.name, p.mode) for p in lab.cluster.pods()) == before_pods  # manifest never applied  # type: ignore[attr-defined]
     assert _get_status(lab) == 200
+
+
+class _Values:
+    """The real lab with some HAProxy values replaced (what a wrong lab profile would do)."""
+
+    def __init__(self, inner: object, **values: str) -> None:
+        self.name, self.cluster, self.balancer = inner.name, inner.cluster, inner.balancer  # type: ignore[attr-defined]
+        self.inner, self.values = inner, values
+
+    def haproxy_values(self) -> dict[str, str]:
+        return {**self.inner.haproxy_values(), **self.values}  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.lab
+def test_failed_verification_is_a_clear_error(lab: object) -> None:
+    mode = _lab_mode(lab) or "current"
+    values = lab.haproxy_values()  # type: ignore[attr-defined]
+    pods = {p.node for p in lab.cluster.pods()}  # type: ignore[attr-defined]
+    assert pods == {"worker1", "worker2"}  # master1 is tainted: nothing listens on its address
+    # A config that is valid but checks worker1's pod at master1's address: it never comes UP.
+    wrong = _Values(lab, GTNB_WORKER1_ADDR=values["GTNB_MASTER1_ADDR"])
+    with pytest.raises(BalancerError) as err:
+        toggle(wrong, mode, progress=False, verify_timeout_s=4.0, log=lambda line: None)  # type: ignore[arg-type]
+    message = str(err.value)
+    assert "verification failed" in message and "worker1 UP" in message and "L4" in message, message
+    assert "worker2" not in message.split("still does not see")[1]  # only the wrong one is named
+    # The right values put it back.
+    _check_toggled(lab, toggle(lab, mode, progress=False, timeout_s=WAIT_S), mode)  # type: ignore[arg-type]
 
 
 @pytest.mark.lab
