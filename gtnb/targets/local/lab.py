@@ -80,14 +80,38 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def _live_record(state: LabState) -> dict[str, Any] | None:
-    """lab.json when its supervisor is alive and serving, else None."""
+def _running_record(state: LabState) -> dict[str, Any] | None:
+    """lab.json when its supervisor is alive and starting or serving, else None."""
     record = state.read()
     if not record or record.get("status") not in ("starting", "serving"):
         return None
     if not _pid_alive(int(record.get("pid") or 0)):
         return None
-    return record if record.get("status") == "serving" else None
+    return record
+
+
+def _live_record(state: LabState) -> dict[str, Any] | None:
+    """lab.json when its supervisor is alive and serving, else None."""
+    record = _running_record(state)
+    return record if record and record.get("status") == "serving" else None
+
+
+def _attach_or_spawn(state: LabState, owned: bool, taint_master: bool) -> subprocess.Popen[bytes] | None:
+    """Attach to the lab in `state` (waiting for one that is still starting), or start one.
+
+    Returns:
+        The new supervisor process, or None when attached to an existing lab.
+    """
+    if _running_record(state) is not None:
+        _wait_serving(state, None, UP_TIMEOUT_S)
+        return None
+    popen = _spawn_supervisor(state, owned=owned, taint_master=taint_master)
+    try:
+        _wait_serving(state, popen, UP_TIMEOUT_S)
+    except BaseException:
+        _stop(state, popen)
+        raise
+    return popen
 
 
 def _all_pids(record: dict[str, Any] | None) -> set[int]:
@@ -184,9 +208,15 @@ def _wait_serving(state: LabState, popen: subprocess.Popen[bytes] | None, timeou
         if popen is not None and popen.poll() is not None:
             raise LabError(_failure(state, f"the lab supervisor exited with code {popen.returncode}"))
         record = state.read()
-        if record and record.get("status") in ("failed", "down") and record.get("pid") == (popen.pid if popen else record.get("pid")):
+        if popen is not None and (not record or record.get("pid") != popen.pid):
+            return False  # lab.json is still the previous lab's
+        if not record:
+            raise LabError(_failure(state, "lab.json disappeared while the lab was starting"))
+        if record.get("status") in ("failed", "down"):
             raise LabError(_failure(state, f"the lab failed to start: {record.get('error')}"))
-        return bool(record and record.get("status") == "serving")
+        if popen is None and not _pid_alive(int(record.get("pid") or 0)):
+            raise LabError(_failure(state, "the lab supervisor died while starting"))
+        return record.get("status") == "serving"
 
     wait_until(supervisor_ready, timeout_s=left(), what=f"the lab supervisor in {state.root} to serve", interval_s=0.1, error=LabError)
     record = state.read() or {}
@@ -235,12 +265,7 @@ def lab_up(state_dir: str | Path | None = None, *, taint_master: bool = False) -
     if _live_record(state) is not None:
         return "lab already up\n" + lab_status(state.root)
     t0 = time.monotonic()
-    popen = _spawn_supervisor(state, owned=False, taint_master=taint_master)
-    try:
-        _wait_serving(state, popen, UP_TIMEOUT_S)
-    except BaseException:
-        _stop(state, popen)
-        raise
+    _attach_or_spawn(state, owned=False, taint_master=taint_master)
     return f"lab up in {time.monotonic() - t0:.1f}s\n" + lab_status(state.root)
 
 
@@ -372,8 +397,7 @@ def local_target(state_dir: str | Path | None = None, *, taint_master: bool = Fa
     popen: subprocess.Popen[bytes] | None = None
     try:
         if _live_record(state) is None:
-            popen = _spawn_supervisor(state, owned=True, taint_master=taint_master)
-            _wait_serving(state, popen, UP_TIMEOUT_S)
+            popen = _attach_or_spawn(state, owned=True, taint_master=taint_master)
         target = LocalTarget(state.root)
         try:
             yield target
