@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import io
 import os
 import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -20,8 +24,8 @@ from _workload_procs import Igw, Workload, igw, port_open, random_host
 from gtnb._wait import wait_until
 from gtnb.errors import ConfigError
 from gtnb.workloads._common import format_go_duration, parse_go_duration
-from gtnb.workloads.agent import parse_args
-from gtnb.workloads.agent_proc import find_envoy
+from gtnb.workloads.agent import Agent, parse_args
+from gtnb.workloads.agent_proc import IstioLog, find_envoy
 from gtnb.workloads.envoy_bootstrap import render_bootstrap, write_bootstrap
 from gtnb.workloads.envoy_stats import HC_STATS_QUERY, hc_active_counts, istio_active_connections
 
@@ -210,6 +214,46 @@ def test_exit_on_zero_waits_for_an_idle_keepalive_connection(tmp_path: Path) -> 
         # The client closes its idle connection (as HAProxy eventually does): the agent ends.
         assert gw.agent.wait_exit() == 0
     assert "There are no more active connections. terminating proxy..." in agent_messages(gw)
+
+
+def test_readiness_follows_envoys_ready_endpoint() -> None:
+    """/healthz/ready mirrors Envoy's admin /ready: LIVE -> 200, anything else or no answer -> 503."""
+    answer = {"code": 503, "body": "PRE_INITIALIZING"}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            data = (answer["body"] + "\n").encode()
+            self.send_response(int(answer["code"]))
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    host = random_host()
+    server = ThreadingHTTPServer((host, 15000), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    settings = parse_args(["--admin", f"{host}:15000", "--envoy", find_envoy()])
+
+    async def probe() -> tuple[int, str]:
+        agent = Agent(settings, IstioLog(io.BytesIO()))
+        try:
+            return await agent.readiness()
+        finally:
+            await agent.admin.aclose()
+
+    try:
+        assert asyncio.run(probe()) == (503, "Envoy is PRE_INITIALIZING\n")
+        answer.update(code=200, body="LIVE")
+        assert asyncio.run(probe()) == (200, "")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    code, why = asyncio.run(probe())  # nobody answers any more
+    assert code == 503 and "not reachable" in why
 
 
 def test_envoy_dying_on_its_own_fails_the_agent(tmp_path: Path) -> None:

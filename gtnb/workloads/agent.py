@@ -218,13 +218,20 @@ class Agent:
         if scope["path"] != "/healthz/ready":
             code, body = 404, "not found; try /healthz/ready\n"
         else:
-            code, body = await self._readiness()
+            code, body = await self.readiness()
         data = body.encode()
         await send({"type": "http.response.start", "status": code,
                     "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
 
-    async def _readiness(self) -> tuple[int, str]:
+    async def readiness(self) -> tuple[int, str]:
+        """Istio's `/healthz/ready`, reduced to Envoy's own view.
+
+        Returns:
+            (200, "") when Envoy's admin `/ready` says LIVE, else (503, why). Note: Envoy stays
+            LIVE after `drain_listeners?graceful`; readiness fails when the agent's status
+            server stops on SIGTERM.
+        """
         try:
             response = await self.admin.get("/ready")
         except httpx.HTTPError as exc:
