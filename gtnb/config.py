@@ -36,6 +36,7 @@ __all__ = [
     "ensure_no_secrets",
     "DEADLOCK_POLICIES",
     "SECRET_KEYS",
+    "DEFAULT_LOG_COMMAND",
 ]
 
 DEADLOCK_POLICIES = ("force-delete", "report")
@@ -45,6 +46,9 @@ _SECRET_HINT = (
     "secrets never go in the profile: load the key into ssh-agent (`ssh-add`) or set "
     "`identity_file:` to the key file's path, and make sudo passwordless (NOPASSWD) for gtnb's commands"
 )
+# The journal's precise ISO time + `host haproxy[pid]: message`: what gtnb.analysis reads; `-o cat`
+# would drop the time, and rsyslog's default file format has whole seconds only.
+DEFAULT_LOG_COMMAND = "journalctl -fu haproxy -o short-iso-precise -n 0 --no-pager"
 _GTNB_VAR = re.compile(r"^GTNB_[A-Z0-9_]+$")
 # A reload keeps established connections; these words stop or restart HAProxy, which on the
 # homelab also cuts the control plane's 6443 frontend (the seed's troubleshooting row).
@@ -101,7 +105,8 @@ class BalancerSettings:
     config_path: str = "/etc/haproxy/haproxy.cfg"
     reload_command: str = "systemctl reload haproxy"
     haproxy_bin: str = "haproxy"
-    log_command: str = "journalctl -fu haproxy -o cat -n 0"
+    python: str = "python3"  # runs the admin-socket helper on the node; without it, one exec per call
+    log_command: str = "journalctl -fu haproxy -o short-iso-precise -n 0 --no-pager"  # DEFAULT_LOG_COMMAND
     reload_timeout_s: float = 20.0
 
 
@@ -186,7 +191,7 @@ def parse_profile(data: Any, *, path: Path = Path("<profile>")) -> HomelabProfil
     )
 
     b = _mapping(root.get("balancer"), "balancer", where)
-    _known(b, {"ssh", "sudo", "admin_socket", "config_path", "reload_command", "haproxy_bin",
+    _known(b, {"ssh", "sudo", "admin_socket", "config_path", "reload_command", "haproxy_bin", "python",
                "log_command", "reload_timeout_s"}, "balancer.", where)
     balancer = BalancerSettings(
         ssh=_ssh(b.get("ssh"), "balancer.ssh", where, base),
@@ -197,7 +202,8 @@ def parse_profile(data: Any, *, path: Path = Path("<profile>")) -> HomelabProfil
             _str(b, "reload_command", "balancer", where, "systemctl reload haproxy"), where=where
         ),
         haproxy_bin=_str(b, "haproxy_bin", "balancer", where, "haproxy"),
-        log_command=_str(b, "log_command", "balancer", where, "journalctl -fu haproxy -o cat -n 0"),
+        python=_str(b, "python", "balancer", where, "python3"),
+        log_command=_str(b, "log_command", "balancer", where, DEFAULT_LOG_COMMAND),
         reload_timeout_s=_positive(b, "reload_timeout_s", "balancer", where, 20.0),
     )
 

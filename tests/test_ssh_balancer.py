@@ -175,9 +175,11 @@ def test_unknown_host_is_refused_unless_allowed(sshd: Sshd, tmp_path: Path) -> N
 def test_sudo_wraps_every_node_command(sshd: Sshd, node: Node) -> None:
     # No sudo on this machine and we log in as root: a pass-through stand-in on the sessions'
     # PATH records each call, so the test sees that every node command went through `sudo -n`.
-    calls = sshd.dir / "sudo-calls"
+    calls, prefixes = sshd.dir / "sudo-calls", sshd.dir / "sudo-prefixes"
     calls.unlink(missing_ok=True)
-    install_tool(sshd.bin_dir, "sudo", f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\n[ "$1" = -n ] && shift\nexec "$@"\n')
+    prefixes.unlink(missing_ok=True)
+    install_tool(sshd.bin_dir, "sudo", f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\n'
+                 f'printf "%s\\n" "$1 $2 $3" >> {prefixes}\n[ "$1" = -n ] && shift\nexec "$@"\n')
     b = SshBalancer(node.settings(sshd.host(), sudo=True), node.frontend())
     try:
         b.install_config(node.config(extra="# via sudo\n"))
@@ -186,12 +188,47 @@ def test_sudo_wraps_every_node_command(sshd: Sshd, node: Node) -> None:
         b.close()
         (sshd.bin_dir / "sudo").unlink()
     logged = calls.read_text()
-    for word in ("-c -f", "install -m 0644", "kill -USR2", "show stat", "sha256sum"):
+    # the admin socket is read by the helper (python3 -u -c ...), itself started through sudo
+    for word in ("-c -f", "install -m 0644", "kill -USR2", "python3 -u -c", "sha256sum"):
         assert word in logged, (word, logged)
-    assert all(line.startswith("-n sh -c ") for line in logged.splitlines())
+    assert set(prefixes.read_text().splitlines()) == {"-n sh -c"}
 
 
 def test_declared_servers_reads_backends_only() -> None:
     cfg = ("frontend fe\n  bind :80\nbackend be1\n  server a 1.2.3.4:80 check\n  server b 1.2.3.5:80\n"
            "listen stats\n  server notme 1.1.1.1:1\nbackend be2\n  server c 1.2.3.6:80\n")
     assert declared_servers(cfg) == {("be1", "a"), ("be1", "b"), ("be2", "c")}
+
+
+def _helpers_running(node: Node) -> list[str]:
+    import subprocess
+
+    ps = subprocess.run(["ps", "-ewwo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if "python3 -u -c" in line and str(node.admin_sock) in line]
+
+
+def test_helper_serves_stat_and_ends_with_the_balancer(sshd: Sshd, node: Node) -> None:
+    b = SshBalancer(node.settings(sshd.host(jump=True)), node.frontend())
+    try:
+        assert b.show_stat().startswith("# pxname")
+        assert b._helper is not None and len(_helpers_running(node)) == 1  # one process, reused
+        b.show_stat()
+        assert len(_helpers_running(node)) == 1
+    finally:
+        b.close()
+    wait_until(lambda: not _helpers_running(node), timeout_s=10, what="the helper to exit with its channel")
+
+
+def test_without_python3_admin_commands_fall_back_to_exec(sshd: Sshd, node: Node,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    # A node where the helper cannot start (its interpreter is missing), while the per-call
+    # one-liner still works: show stat must still answer, the offset still be measured.
+    b = SshBalancer(node.settings(sshd.host(), python="/nonexistent/python3"), node.frontend())
+    try:
+        with caplog.at_level("WARNING", logger="gtnb.ssh"):
+            assert b.show_stat().startswith("# pxname")
+        assert b._helper is None and "one SSH exec per admin command" in caplog.text
+        b.clock_offset_s()
+        assert b.last_round_trip_s is not None
+    finally:
+        b.close()

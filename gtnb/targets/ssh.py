@@ -21,6 +21,7 @@ from .._wait import wait_until
 from ..config import BalancerSettings, FrontendSettings
 from ..errors import BalancerError
 from .base import Frontend
+from .ssh_helper import RemoteHelper
 from .ssh_session import SshSession
 
 __all__ = ["SshBalancer", "declared_servers", "admin_command"]
@@ -75,6 +76,8 @@ class SshBalancer:
         self._ssh = session or SshSession(settings.ssh, error=BalancerError)
         self._owns_session = session is None
         self.last_round_trip_s: float | None = None
+        self._helper: RemoteHelper | None = None
+        self._helper_unavailable = False  # no python3 there: one exec per call instead
 
     # --- config install ---------------------------------------------------------------------------
 
@@ -140,10 +143,29 @@ class SshBalancer:
 
     def _worker_pid(self) -> str | None:
         """The current worker's pid from `show info`; a reload makes a new worker."""
-        r = self._ssh.run(admin_command(self.settings.admin_socket, "show info"), sudo=self.settings.sudo,
-                          timeout_s=10)
-        m = re.search(r"^Pid:\s*(\d+)", r.stdout, re.M)
-        return m.group(1) if r.ok and m else None
+        ok, out = self._admin("show info")
+        m = re.search(r"^Pid:\s*(\d+)", out, re.M)
+        return m.group(1) if ok and m else None
+
+    def _admin(self, command: str) -> tuple[bool, str]:
+        """One admin-socket command: through the helper when it runs, else one exec."""
+        if self._helper is None and not self._helper_unavailable:
+            try:
+                self._helper = RemoteHelper(self._ssh, self.settings.admin_socket, sudo=self.settings.sudo,
+                                            python=self.settings.python)
+            except BalancerError as exc:
+                self._helper_unavailable = True
+                log.warning("no helper on %s (%s): one SSH exec per admin command", self._ssh.host.hostname, exc)
+        if self._helper is not None:
+            try:
+                out = self._helper.ask(f"admin {command}")
+                return not out.startswith("ERROR "), out
+            except BalancerError as exc:  # the channel broke: drop it, answer by exec, retry next time
+                log.warning("helper on %s failed: %s", self._ssh.host.hostname, exc)
+                self._helper.close()
+                self._helper = None
+        r = self._ssh.run(admin_command(self.settings.admin_socket, command), sudo=self.settings.sudo, timeout_s=10)
+        return r.ok, (r.stdout if r.ok else r.output())
 
     def _verify(self, text: str, pid_before: str | None) -> None:
         """Wait until a new worker answers on the admin socket and lists every declared server."""
@@ -187,9 +209,7 @@ class SshBalancer:
         return out
 
     def _stat_or_empty(self) -> str:
-        r = self._ssh.run(admin_command(self.settings.admin_socket, "show stat"), sudo=self.settings.sudo,
-                          timeout_s=10)
-        return r.stdout if r.ok else r.output()
+        return self._admin("show stat")[1]
 
     def follow_log(self, stop: threading.Event) -> Iterator[str]:
         """HAProxy's log lines from now on, through the profile's log_command (journal or file)."""
@@ -201,7 +221,8 @@ class SshBalancer:
 
     def clock_offset_s(self) -> float:
         """The node's clock minus ours, round-trip corrected (`date +%s.%N` over the channel)."""
-        offset, rtt = self._ssh.clock_offset_s()
+        self._admin("show info")  # starts the helper if it can run: its round trip is the channel's alone
+        offset, rtt = self._helper.clock_offset_s() if self._helper else self._ssh.clock_offset_s()
         self.last_round_trip_s = rtt
         log.info("clock offset of %s: %+.4f s (round trip %.4f s)", self._ssh.host.hostname, offset, rtt)
         return offset
@@ -213,6 +234,9 @@ class SshBalancer:
         return {"haproxy": m.group(1) if m else first}
 
     def close(self) -> None:
+        if self._helper is not None:
+            self._helper.close()
+            self._helper = None
         if self._owns_session:
             self._ssh.close()
 
