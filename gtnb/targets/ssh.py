@@ -78,6 +78,7 @@ class SshBalancer:
         self.last_round_trip_s: float | None = None
         self._helper: RemoteHelper | None = None
         self._helper_unavailable = False  # no python3 there: one exec per call instead
+        self._helper_lock = threading.Lock()  # the stat sampler and a toggle may ask at once
 
     # --- config install ---------------------------------------------------------------------------
 
@@ -149,21 +150,25 @@ class SshBalancer:
 
     def _admin(self, command: str) -> tuple[bool, str]:
         """One admin-socket command: through the helper when it runs, else one exec."""
-        if self._helper is None and not self._helper_unavailable:
+        with self._helper_lock:
+            if self._helper is None and not self._helper_unavailable:
+                try:
+                    self._helper = RemoteHelper(self._ssh, self.settings.admin_socket, sudo=self.settings.sudo,
+                                                python=self.settings.python)
+                except BalancerError as exc:
+                    self._helper_unavailable = True
+                    log.warning("no helper on %s (%s): one SSH exec per admin command", self._ssh.host.hostname, exc)
+            helper = self._helper
+        if helper is not None:
             try:
-                self._helper = RemoteHelper(self._ssh, self.settings.admin_socket, sudo=self.settings.sudo,
-                                            python=self.settings.python)
-            except BalancerError as exc:
-                self._helper_unavailable = True
-                log.warning("no helper on %s (%s): one SSH exec per admin command", self._ssh.host.hostname, exc)
-        if self._helper is not None:
-            try:
-                out = self._helper.ask(f"admin {command}")
+                out = helper.ask(f"admin {command}")
                 return not out.startswith("ERROR "), out
             except BalancerError as exc:  # the channel broke: drop it, answer by exec, retry next time
                 log.warning("helper on %s failed: %s", self._ssh.host.hostname, exc)
-                self._helper.close()
-                self._helper = None
+                with self._helper_lock:
+                    if self._helper is helper:
+                        helper.close()
+                        self._helper = None
         r = self._ssh.run(admin_command(self.settings.admin_socket, command), sudo=self.settings.sudo, timeout_s=10)
         return r.ok, (r.stdout if r.ok else r.output())
 
@@ -222,7 +227,8 @@ class SshBalancer:
     def clock_offset_s(self) -> float:
         """The node's clock minus ours, round-trip corrected (`date +%s.%N` over the channel)."""
         self._admin("show info")  # starts the helper if it can run: its round trip is the channel's alone
-        offset, rtt = self._helper.clock_offset_s() if self._helper else self._ssh.clock_offset_s()
+        helper = self._helper
+        offset, rtt = helper.clock_offset_s() if helper else self._ssh.clock_offset_s()
         self.last_round_trip_s = rtt
         log.info("clock offset of %s: %+.4f s (round trip %.4f s)", self._ssh.host.hostname, offset, rtt)
         return offset
@@ -234,9 +240,10 @@ class SshBalancer:
         return {"haproxy": m.group(1) if m else first}
 
     def close(self) -> None:
-        if self._helper is not None:
-            self._helper.close()
-            self._helper = None
+        with self._helper_lock:
+            if self._helper is not None:
+                self._helper.close()
+                self._helper = None
         if self._owns_session:
             self._ssh.close()
 
