@@ -160,7 +160,11 @@ def show_summary(run: Any) -> None:
     if run is None:
         _note("nothing to load: the run left no run directory")
         return
-    _display(run.summary())
+    summary = run.summary()
+    if isinstance(summary, str):  # a text block: keep its lines
+        _html(f"<pre>{html.escape(summary)}</pre>", summary)
+    else:
+        _display(summary)
 
 
 @guarded("the timeline")

@@ -1,0 +1,199 @@
+"""Every notebook executed by papermill's command line, as a user runs it.
+
+Quick tests use synthetic run directories (`run_dir` mode: no lab): s1 from inside notebooks/
+with the notebook on stdout, a failed run, compare. The `lab` tests run s1 (both modes), s2, s3
+and s4 for real on one shared local lab with short durations (each report re-executes its
+notebook in `run_dir` mode, so every notebook runs both ways), then compare.ipynb on the s1 runs
+of the same session, and check each report for its figure and its verdict.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+from bs4 import BeautifulSoup
+from synthetic_runs import write_run
+
+from gtnb.analysis import load_run, verdict
+from gtnb.artifacts import REPO_ROOT
+from gtnb.notebook import NOTEBOOKS_DIR
+
+PAPERMILL = str(REPO_ROOT / ".venv" / "bin" / "papermill")
+NOTEBOOKS = ["s1", "s2", "s3", "s4", "compare"]
+
+
+def _papermill(*args: str, cwd: Path = REPO_ROOT, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PAPERMILL, *args, "--log-level", "WARNING"], cwd=cwd, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def _parameters_cell(name: str) -> list[tuple[str, str]]:
+    """(name, comment) of every parameter in the notebook's `parameters` cell."""
+    nb = nbformat.read(str(NOTEBOOKS_DIR / f"{name}.ipynb"), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{name}.ipynb needs exactly one cell tagged `parameters`"
+    out = []
+    for line in cells[0].source.splitlines():
+        code, _, comment = line.partition("#")
+        tree = ast.parse(code)
+        assert isinstance(tree.body[0], (ast.Assign, ast.AnnAssign)), line
+        assert isinstance(tree.body[0].value, ast.Constant), f"not a literal: {line}"
+        target = tree.body[0].target if isinstance(tree.body[0], ast.AnnAssign) else tree.body[0].targets[0]
+        out.append((target.id, comment.strip()))
+    return out
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebooks_are_committed_clean(name: str) -> None:
+    nb = nbformat.read(str(NOTEBOOKS_DIR / f"{name}.ipynb"), as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{name}: strip outputs"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_help_notebook_documents_every_parameter(name: str) -> None:
+    params = _parameters_cell(name)
+    assert {"target", "artifacts", "report"} <= {p for p, _ in params}
+    proc = _papermill("--help-notebook", f"notebooks/{name}.ipynb")
+    assert proc.returncode == 0, proc.stderr
+    help_text = re.sub(r"\s+", " ", proc.stdout)
+    for param, comment in params:
+        assert comment, f"{name}: parameter {param} has no trailing comment"
+        assert re.search(rf"\b{param}: \w+ \(default ", help_text), (param, proc.stdout)
+        assert comment in help_text, (param, comment)
+
+
+def test_bad_mode_fails_with_the_allowed_ones(tmp_path: Path) -> None:
+    proc = _papermill("notebooks/s1.ipynb", str(tmp_path / "out.ipynb"), "-p", "mode", "improvd",
+                      "-p", "artifacts", str(tmp_path))
+    assert proc.returncode != 0
+    assert "ConfigError" in proc.stderr + proc.stdout
+    assert "mode 'improvd' is not one of current | improved" in proc.stderr + proc.stdout
+    assert not list(tmp_path.glob("*/*/run.json")), "nothing may run on bad input"
+
+
+def _report_checks(run_dir: Path, report: Path) -> str:
+    page = report.read_text()
+    assert page.count("data:image/png;base64,") >= 1, f"{report}: no inline figure"
+    expected = verdict(load_run(run_dir))._repr_html_()
+    assert str(BeautifulSoup(expected, "html.parser")) in page, f"{report}: verdict missing"
+    assert "nb.finish(" not in page, "code cells must be hidden"
+    return page
+
+
+def test_s1_from_notebooks_dir_without_output_path(tmp_path: Path) -> None:
+    """`papermill s1.ipynb` inside notebooks/, stdout as the output: the report still lands."""
+    run_dir = write_run(tmp_path, "S1", "current")
+    proc = _papermill("s1.ipynb", "-p", "run_dir", str(run_dir), cwd=NOTEBOOKS_DIR)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    executed = nbformat.reads(proc.stdout, as_version=4)  # the notebook went to stdout
+    assert executed.metadata["papermill"]["parameters"]["run_dir"] == str(run_dir)
+    _report_checks(run_dir, run_dir / "report.html")
+
+
+def test_failed_run_notebook_exits_nonzero_with_its_report(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, "S1", "current", status="failed")
+    proc = _papermill("notebooks/s1.ipynb", str(tmp_path / "out.ipynb"), "-p", "run_dir", str(run_dir))
+    assert proc.returncode != 0
+    assert "run failed at step wait_traffic" in proc.stderr + proc.stdout
+    page = (run_dir / "report.html").read_text()
+    assert "failed at step wait_traffic" in page
+
+
+def test_compare_on_synthetic_runs(tmp_path: Path) -> None:
+    cur = write_run(tmp_path, "S1", "current", stamp="20261201-002000")
+    imp = write_run(tmp_path, "S1", "improved", stamp="20261201-002100")
+    proc = _papermill("notebooks/compare.ipynb", str(tmp_path / "out.ipynb"), "-p", "scenario", "S1",
+                      "-p", "run_dir_current", str(cur), "-p", "run_dir_improved", str(imp))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = (imp / "compare.html").read_text()
+    assert page.count("data:image/png;base64,") >= 1
+    assert "current vs improved" in page
+
+
+def test_compare_refuses_swapped_run_dirs(tmp_path: Path) -> None:
+    cur = write_run(tmp_path, "S1", "current", stamp="20261201-002000")
+    imp = write_run(tmp_path, "S1", "improved", stamp="20261201-002100")
+    proc = _papermill("notebooks/compare.ipynb", str(tmp_path / "out.ipynb"),
+                      "-p", "run_dir_current", str(imp), "-p", "run_dir_improved", str(cur))
+    assert proc.returncode != 0
+    assert "is a improved-mode run: give a current-mode run directory" in proc.stderr + proc.stdout
+
+
+# -- on the local lab --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory):
+    """One local lab for every notebook of this module; taken down however the tests end."""
+    from gtnb.targets.local.lab import lab_down, lab_up
+
+    state = tmp_path_factory.mktemp("nblab")
+    artifacts = tmp_path_factory.mktemp("nbart")
+    lab_up(state)
+    try:
+        yield state, artifacts
+    finally:
+        lab_down(state)
+
+
+_LAB_RUNS = {
+    # (notebook, mode): short durations that keep each mode's effect: current mode's cut comes
+    # terminationDrainDuration (5 s) after the kill, so long requests outlast it.
+    ("s1", "current"): {"duration_s": 12, "kill_after_s": 2},
+    ("s1", "improved"): {"duration_s": 8, "kill_after_s": 2},
+    ("s2", "improved"): {"duration_s": 8, "kill_after_s": 2},
+    ("s3", "current"): {"duration_s": 20, "kill_after_s": 2, "workers": 3},
+    ("s4", "current"): {"duration_s": 12, "kill_after_s": 2},
+}
+_runs: dict[tuple[str, str], Path] = {}
+
+
+@pytest.mark.lab
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("name", "mode"), list(_LAB_RUNS))
+def test_notebook_runs_on_the_local_lab(lab, name: str, mode: str) -> None:
+    state, artifacts = lab
+    args = [a for k, v in _LAB_RUNS[name, mode].items() for a in ("-p", k, str(v))]
+    out = artifacts / f"{name}-{mode}.ipynb"
+    proc = _papermill(f"notebooks/{name}.ipynb", str(out), "-p", "mode", mode, "-p", "state_dir",
+                      str(state), "-p", "artifacts", str(artifacts), *args, timeout=280)
+    scenario = name.upper()
+    dirs = sorted(artifacts.glob(f"*/{scenario}-{mode}/run.json"))
+    assert dirs, f"no run directory: {proc.stderr[-3000:]}"
+    run_dir = dirs[-1].parent
+    journal = json.loads((run_dir / "run.json").read_text())
+    assert proc.returncode == 0, f"{journal['status']} at {journal['step']}: {journal['error']}\n{proc.stderr[-3000:]}"
+    assert journal["status"] == "completed"
+    _report_checks(run_dir, run_dir / "report.html")
+    result = verdict(load_run(run_dir))
+    assert result.ok, f"{name} {mode}: the verdict does not hold on the local lab:\n{result}"
+    _runs[name, mode] = run_dir
+
+
+@pytest.mark.lab
+@pytest.mark.timeout(120)
+def test_compare_notebook_on_this_session_runs(lab) -> None:
+    cur, imp = _runs.get(("s1", "current")), _runs.get(("s1", "improved"))
+    if cur is None or imp is None:
+        pytest.fail("the s1 lab runs of this session did not complete (see their failures)")
+    _, artifacts = lab
+    proc = _papermill("notebooks/compare.ipynb", str(artifacts / "compare.ipynb"),
+                      "-p", "run_dir_current", str(cur), "-p", "run_dir_improved", str(imp))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = (imp / "compare.html").read_text()
+    assert page.count("data:image/png;base64,") >= 1
+    from gtnb.analysis import compare
+
+    expected = compare(load_run(cur), load_run(imp))
+    assert str(BeautifulSoup(expected._repr_html_(), "html.parser")) in page
+    assert expected.ok, f"current and improved must differ as the seed expects:\n{expected}"
