@@ -9,20 +9,14 @@ takes it down when the block ends, also on an exception or Ctrl-C.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import psutil
 
 from ..._wait import wait_until
 from ...errors import LabError
@@ -31,13 +25,13 @@ from .addresses import HAPROXY_HTTPS_PORT, LabAddresses
 from .client import LocalCluster
 from .procs import set_pdeathsig
 from .state import LabState, resolve_state_dir
+from .status import all_pids, lab_status, live_record, pid_alive, running_record, show_stat_rows, tail
 from .values import haproxy_values, lab_certs
 
 __all__ = ["lab_up", "lab_down", "lab_status", "local_target", "LocalTarget", "UP_TIMEOUT_S"]
 
 UP_TIMEOUT_S = 120.0  # pods start Envoy; on 2 shared cores under test load this takes a while
 DOWN_TIMEOUT_S = 30.0
-BACKEND = "istio-http-backend"
 
 # Supervisors this process started: wait() them, or they linger as zombies (PID 1 here does
 # not reap).
@@ -53,7 +47,7 @@ class LocalTarget:
         from .haproxy import LocalBalancer  # E2's part; imported here to keep the layering one-way
 
         self.state_dir = resolve_state_dir(state_dir)
-        record = _live_record(LabState(self.state_dir))
+        record = live_record(LabState(self.state_dir))
         if record is None:
             raise LabError(f"no lab runs in {self.state_dir}: start one with `gtnb lab up`")
         self.addresses = LabAddresses(int(record["index"]))
@@ -70,30 +64,7 @@ class LocalTarget:
         """Nothing to release: the lab's lifetime is the lab's (or `local_target`'s) business."""
 
 
-# -- finding a running lab -----------------------------------------------------------------------
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _running_record(state: LabState) -> dict[str, Any] | None:
-    """lab.json when its supervisor is alive and starting or serving, else None."""
-    record = state.read()
-    if not record or record.get("status") not in ("starting", "serving"):
-        return None
-    if not _pid_alive(int(record.get("pid") or 0)):
-        return None
-    return record
-
-
-def _live_record(state: LabState) -> dict[str, Any] | None:
-    """lab.json when its supervisor is alive and serving, else None."""
-    record = _running_record(state)
-    return record if record and record.get("status") == "serving" else None
+# -- attach or start ----------------------------------------------------------------------------
 
 
 def _attach_or_spawn(state: LabState, owned: bool, taint_master: bool) -> subprocess.Popen[bytes] | None:
@@ -102,7 +73,7 @@ def _attach_or_spawn(state: LabState, owned: bool, taint_master: bool) -> subpro
     Returns:
         The new supervisor process, or None when attached to an existing lab.
     """
-    if _running_record(state) is not None:
+    if running_record(state) is not None:
         _wait_serving(state, None, UP_TIMEOUT_S)
         return None
     popen = _spawn_supervisor(state, owned=owned, taint_master=taint_master)
@@ -112,30 +83,6 @@ def _attach_or_spawn(state: LabState, owned: bool, taint_master: bool) -> subpro
         _stop(state, popen)
         raise
     return popen
-
-
-def _all_pids(record: dict[str, Any] | None) -> set[int]:
-    pids: set[int] = set()
-    if not record:
-        return pids
-    raw = record.get("pids") or {}
-    for key, value in raw.items():
-        if key == "pods":
-            for containers in (value or {}).values():
-                pids.update(int(p) for p in containers.values())
-        elif isinstance(value, int):
-            pids.add(value)
-    if record.get("pid"):
-        pids.add(int(record["pid"]))
-    return pids
-
-
-def _tail(path: Path, n: int = 12) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + line for line in lines[-n:])
 
 
 # -- up ------------------------------------------------------------------------------------------
@@ -164,39 +111,6 @@ def _spawn_supervisor(state: LabState, owned: bool, taint_master: bool = False) 
     return popen
 
 
-def _show_stat_rows(state_dir: Path) -> dict[str, dict[str, str]]:
-    """HAProxy's view of the IGW backend: server name -> `show stat` row (by header name)."""
-    text = admin_command(state_dir / "haproxy" / "admin.sock", "show stat")
-    rows = list(csv.reader(io.StringIO(text.lstrip("# "))))
-    if not rows:
-        return {}
-    header = rows[0]
-    out: dict[str, dict[str, str]] = {}
-    for row in rows[1:]:
-        item = dict(zip(header, row))
-        if item.get("pxname") == BACKEND and item.get("svname") not in ("FRONTEND", "BACKEND"):
-            out[item["svname"]] = item
-    return out
-
-
-def admin_command(sock: Path, command: str, timeout_s: float = 5.0) -> str:
-    """One command on HAProxy's admin socket (a status view must not depend on more)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout_s)
-        try:
-            s.connect(str(sock))
-        except OSError as exc:
-            raise LabError(f"HAProxy's admin socket {sock} does not answer ({exc}): is the lab up?") from exc
-        s.sendall(command.encode() + b"\n")
-        chunks = []
-        while True:
-            data = s.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    return b"".join(chunks).decode(errors="replace")
-
-
 def _wait_serving(state: LabState, popen: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
     """Wait until the lab serves: supervisor up, rollout complete, HAProxy sees the pods UP."""
     deadline = time.monotonic() + timeout_s
@@ -214,7 +128,7 @@ def _wait_serving(state: LabState, popen: subprocess.Popen[bytes] | None, timeou
             raise LabError(_failure(state, "lab.json disappeared while the lab was starting"))
         if record.get("status") in ("failed", "down"):
             raise LabError(_failure(state, f"the lab failed to start: {record.get('error')}"))
-        if popen is None and not _pid_alive(int(record.get("pid") or 0)):
+        if popen is None and not pid_alive(int(record.get("pid") or 0)):
             raise LabError(_failure(state, "the lab supervisor died while starting"))
         return record.get("status") == "serving"
 
@@ -229,7 +143,7 @@ def _wait_serving(state: LabState, popen: subprocess.Popen[bytes] | None, timeou
                 container = pod.reason.split()[2]
                 raise LabError(
                     f"pod {pod.name}: {pod.reason}. Last lines of its log:\n"
-                    + _tail(state.container_log(pod.name, container))
+                    + tail(state.container_log(pod.name, container))
                 )
         rs = cluster.rollout_status()
         return rs.complete and all(p.ready for p in cluster.pods())
@@ -237,7 +151,7 @@ def _wait_serving(state: LabState, popen: subprocess.Popen[bytes] | None, timeou
     wait_until(rolled_out, timeout_s=left(), what="the IGW pods to be Ready", interval_s=0.2, error=LabError)
 
     def haproxy_sees_pods() -> bool:
-        rows = _show_stat_rows(state.root)
+        rows = show_stat_rows(state.root)
         nodes = {p.node for p in cluster.pods() if p.node}
         # Exactly UP after a passing check: at start HAProxy shows "UP 1/3" with check INI.
         return bool(nodes) and all(
@@ -248,7 +162,7 @@ def _wait_serving(state: LabState, popen: subprocess.Popen[bytes] | None, timeou
 
 
 def _failure(state: LabState, what: str) -> str:
-    return f"{what}. Last lines of {state.supervisor_log}:\n{_tail(state.supervisor_log)}\n{_tail(state.supervisor_out, 5)}"
+    return f"{what}. Last lines of {state.supervisor_log}:\n{tail(state.supervisor_log)}\n{tail(state.supervisor_out, 5)}"
 
 
 def lab_up(state_dir: str | Path | None = None, *, taint_master: bool = False) -> str:
@@ -262,7 +176,7 @@ def lab_up(state_dir: str | Path | None = None, *, taint_master: bool = False) -
         The text of `lab_status` once the lab serves.
     """
     state = LabState(resolve_state_dir(state_dir))
-    if _live_record(state) is not None:
+    if live_record(state) is not None:
         return "lab already up\n" + lab_status(state.root)
     t0 = time.monotonic()
     _attach_or_spawn(state, owned=False, taint_master=taint_master)
@@ -279,10 +193,10 @@ def _stop(state: LabState, popen: subprocess.Popen[bytes] | None = None) -> list
         PIDs that had to be SIGKILLed after the supervisor left them behind (should be empty).
     """
     record = state.read()
-    pids = _all_pids(record)
+    pids = all_pids(record)
     popen = popen or _children.get(state.root)
     sup_pid = popen.pid if popen is not None else int((record or {}).get("pid") or 0)
-    if sup_pid and _pid_alive(sup_pid):
+    if sup_pid and pid_alive(sup_pid):
         try:
             LocalCluster(state.root, str((record or {}).get("api"))).shutdown()
         except Exception:  # API gone or not up yet: a signal does the same
@@ -291,14 +205,14 @@ def _stop(state: LabState, popen: subprocess.Popen[bytes] | None = None) -> list
             except ProcessLookupError:
                 pass
         try:
-            wait_until(lambda: not _pid_alive(sup_pid), timeout_s=DOWN_TIMEOUT_S, what="the supervisor to exit", error=LabError)
+            wait_until(lambda: not pid_alive(sup_pid), timeout_s=DOWN_TIMEOUT_S, what="the supervisor to exit", error=LabError)
         except LabError:
             os.kill(sup_pid, signal.SIGKILL)
     if popen is not None:
         popen.wait(DOWN_TIMEOUT_S)
         _children.pop(state.root, None)
-    pids |= _all_pids(state.read())
-    leftovers = [p for p in pids if p != sup_pid and _pid_alive(p)]
+    pids |= all_pids(state.read())
+    leftovers = [p for p in pids if p != sup_pid and pid_alive(p)]
     for pid in leftovers:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -315,65 +229,13 @@ def lab_down(state_dir: str | Path | None = None) -> str:
     """
     state = LabState(resolve_state_dir(state_dir))
     record = state.read()
-    if not record or not _pid_alive(int(record.get("pid") or 0)):
+    if not record or not pid_alive(int(record.get("pid") or 0)):
         leftovers = _stop(state)
         return f"no lab running in {state.root}" + (f" (killed leftover pids {leftovers})" if leftovers else "")
     t0 = time.monotonic()
     leftovers = _stop(state)
     extra = f"; killed leftover pids {leftovers}" if leftovers else ""
     return f"lab {record.get('index')} down in {time.monotonic() - t0:.1f}s (state dir {state.root}){extra}"
-
-
-# -- status --------------------------------------------------------------------------------------
-
-
-def lab_status(state_dir: str | Path | None = None) -> str:
-    """Describe the lab: addresses, pods (mode, node, phase, readiness) and HAProxy's view.
-
-    Returns:
-        A few lines of text for a person.
-    """
-    state = LabState(resolve_state_dir(state_dir))
-    record = _live_record(state)
-    if record is None:
-        last = state.read()
-        why = f" (last status: {last.get('status')}{', ' + str(last.get('error')) if last.get('error') else ''})" if last else ""
-        return f"no lab running in {state.root}{why}; start one with `gtnb lab up`"
-    cluster = LocalCluster(state.root, str(record["api"]))
-    status = cluster.status()
-    a = LabAddresses(int(record["index"]))
-    try:
-        rows = _show_stat_rows(state.root)
-    except Exception as exc:  # status must still show the pods when HAProxy is unwell
-        rows, stat_error = {}, str(exc)
-    else:
-        stat_error = ""
-    rs = status["rollout"]
-    lines = [
-        f"lab {a.index} {status['status']} in {state.root} (supervisor pid {status['pid']})",
-        f"mode {status['mode']}; https://example.local via {a.haproxy}:{HAPROXY_HTTPS_PORT}; "
-        f"api {a.api_url}; backend {a.backend_listen}",
-        f"rollout: {rs['updated']}/{rs['desired']} updated, {rs['ready']} ready, {rs['old']} old"
-        + (f", pending {', '.join(rs['pending'])}" if rs["pending"] else ""),
-        "",
-        f"{'POD':<34} {'MODE':<9} {'NODE':<8} {'PHASE':<12} {'READY':<6} HAPROXY",
-    ]
-    pods = cluster.pods()
-    for p in pods:
-        row = rows.get(p.node or "") if p.node else None
-        view = f"{row.get('status', '?')} ({row.get('check_status', '?')})" if row else "-"
-        phase = p.phase + (f" ({p.reason})" if p.reason else "")
-        lines.append(f"{p.name:<34} {p.mode or '-':<9} {p.node or '-':<8} {phase:<12} {str(p.ready).lower():<6} {view}")
-    lines.append("")
-    for node in cluster.nodes():
-        holder = next((p.name for p in pods if p.node == node.name), "no pod")
-        sched = "" if node.name in status.get("schedulable", []) else ", unschedulable"
-        row = rows.get(node.name, {})
-        view = f"{row.get('status', '?')} {row.get('check_status', '')}".strip() if row else "?"
-        lines.append(f"node {node.name:<8} {node.address:<14} {holder}{sched}; HAProxy server: {view}")
-    if stat_error:
-        lines.append(f"HAProxy admin socket: {stat_error}")
-    return "\n".join(lines)
 
 
 # -- context manager -----------------------------------------------------------------------------
@@ -396,7 +258,7 @@ def local_target(state_dir: str | Path | None = None, *, taint_master: bool = Fa
     state = LabState(resolve_state_dir(state_dir))
     popen: subprocess.Popen[bytes] | None = None
     try:
-        if _live_record(state) is None:
+        if live_record(state) is None:
             popen = _attach_or_spawn(state, owned=True, taint_master=taint_master)
         target = LocalTarget(state.root)
         try:

@@ -23,7 +23,6 @@ import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, GtnbError, LabError
