@@ -78,6 +78,7 @@ def _rows(source: Source, required: tuple[str, ...]) -> tuple[list[dict[str, str
             continue
         row = dict(zip(header, fields))
         row["line_no"] = str(no)
+        row["_line"] = raw
         out.append(row)
     return out, skips
 
@@ -97,9 +98,10 @@ def parse_client(source: Source) -> ParseResult:
     data["error"] = [(r.get("error") or "").strip() for r in rows]
     data["detail"] = [(r.get("detail") or "") for r in rows]
     frame = finish_client(typed_frame(data, CLIENT_COLUMNS))
+    raw = {int(r["line_no"]): r["_line"] for r in rows}
     bad = frame["ts"].isna()
     for no in frame.loc[bad, "line_no"]:
-        skips.append(skipped(int(no), "unreadable t_start", ""))
+        skips.append(skipped(int(no), "unreadable t_start", raw.get(int(no), "")))
     skips.sort(key=lambda s: s.line_no)
     return ParseResult(frame[~bad].reset_index(drop=True), skips)
 
@@ -127,9 +129,10 @@ def parse_chunks(source: Source) -> ParseResult:
     data = {c: [r.get(c) for r in rows] for c in CHUNK_COLUMNS}
     frame = typed_frame(data, CHUNK_COLUMNS)
     frame["ts"] = to_utc(frame["t"], fmt="epoch")
+    raw = {int(r["line_no"]): r["_line"] for r in rows}
     bad = frame["ts"].isna()
     for no in frame.loc[bad, "line_no"]:
-        skips.append(skipped(int(no), "unreadable t", ""))
+        skips.append(skipped(int(no), "unreadable t", raw.get(int(no), "")))
     frame = frame[~bad].sort_values(["ts", "line_no"], kind="stable").reset_index(drop=True)
     return ParseResult(frame, sorted(skips, key=lambda s: s.line_no))
 

@@ -127,7 +127,9 @@ def parse_envoy(source: Source) -> ParseResult:
                 slow_no += rest.tolist()
                 break
             tok, ok = got
-            parts.append(_frame_of(tok[ok], layout, rest[ok]))
+            frame, bad = _frame_of(tok[ok], layout, rest[ok])
+            parts.append(frame)
+            slow_no += bad
             rest = rest[~ok]
         else:
             slow_no += rest.tolist()
@@ -187,7 +189,8 @@ def _fast_whole(data: bytes, n: int) -> tuple[pd.DataFrame, list[int]] | None:
         return None
     tok, ok = got
     nos = np.arange(1, n + 1)
-    return _frame_of(tok[ok], layout, nos[ok]), nos[~ok].tolist()
+    frame, bad = _frame_of(tok[ok], layout, nos[ok])
+    return frame, nos[~ok].tolist() + bad
 
 
 class _Chain:
@@ -247,8 +250,12 @@ def _positions(p: int) -> dict[str, int]:
     return {name: p + 1 + j for j, name in enumerate(_ACCESS_TOKENS)}
 
 
-def _frame_of(tok: pd.DataFrame, layout: tuple[bool, bool], nos: np.ndarray) -> pd.DataFrame:
-    """Frame columns from the tokens of vouched-for access-log rows."""
+def _frame_of(tok: pd.DataFrame, layout: tuple[bool, bool], nos: np.ndarray) -> tuple[pd.DataFrame, list[int]]:
+    """Frame columns from the tokens of vouched-for access-log rows.
+
+    Returns:
+        (frame, line numbers whose START_TIME is no time: left to the per-line parser).
+    """
     p = int(layout[0]) + int(layout[1])
     at = _positions(p)
     tok = tok.reset_index(drop=True)
@@ -268,7 +275,10 @@ def _frame_of(tok: pd.DataFrame, layout: tuple[bool, bool], nos: np.ndarray) -> 
     out = typed_frame(data, ENVOY_COLUMNS)
     out["end"] = ts + pd.to_timedelta(out["duration_ms"].astype("float64"), unit="ms")
     # A START_TIME that is no time at all: not an access-log line after all.
-    return out[out["ts"].notna()]
+    bad = out["ts"].isna()
+    if not bad.any():
+        return out, []
+    return out[~bad].reset_index(drop=True), out.loc[bad, "line_no"].tolist()
 
 
 def _numeric(values: pd.Series) -> pd.Series:

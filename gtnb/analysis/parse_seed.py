@@ -130,7 +130,7 @@ def parse_curl_tsv(source: Source, *, err_file: Source | None = None) -> ParseRe
             failed += 1
         rec = dict(request_id=f"tsv{no}", path=None, t_start=start, t_end=start + total,
                    status=status, error=error_of(status, code), curl_exit=code,
-                   complete=status is not None, detail=detail, line_no=no)
+                   complete=status is not None and status < 500, detail=detail, line_no=no)
         for k in rows:
             rows[k].append(rec.get(k))
     frame = finish_client(typed_frame(rows, CLIENT_COLUMNS))
