@@ -323,8 +323,9 @@ class Collectors:
             for line in self.cluster.follow_logs(pod, container, self._stop):
                 ts = prefix_epoch(line)
                 if ts is not None:
-                    # Skip history (before the run) and, after a retry, lines already written.
-                    if ts < since or ts <= self._last_ts.get(key, float("-inf")):
+                    # Skip history (before the run) and, on a retry (which replays the container
+                    # from its start), the lines an earlier attempt already wrote.
+                    if ts < since or (attempts and ts <= self._last_ts.get(key, float("-inf"))):
                         continue
                     self._last_ts[key] = ts
                 if container == HC_CONTAINER:

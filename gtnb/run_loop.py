@@ -150,7 +150,7 @@ class _Run:
             self.runlog(f"run completed: {self.run_dir}")
             return self.run_dir
         except KeyboardInterrupt as exc:
-            status, error = "aborted", f"interrupted ({exc or 'Ctrl-C'}) at step {self.journal.data['step']}"
+            status, error = "aborted", f"interrupted ({str(exc) or 'Ctrl-C / SIGINT'}) at step {self.journal.data['step']}"
             exc.run_dir = self.run_dir  # type: ignore[attr-defined]
             raise
         except BaseException as exc:

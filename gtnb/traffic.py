@@ -288,6 +288,7 @@ def _finish(result: RequestResult, response: httpx.Response | None, exc: BaseExc
     elif result.status is not None and result.status >= 500:
         # curl without -f exits 0 on a 5xx: the seed saw "http=502 exit=0".
         result.error, result.curl_exit = "http_5xx", 0
+        result.detail = result.detail or f"HTTP {result.status} (curl shows http={result.status}, exit 0)"
         result.complete = False
 
 

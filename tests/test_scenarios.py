@@ -68,3 +68,205 @@ def test_run_validates_before_touching_any_lab(tmp_path) -> None:
     with pytest.raises(ConfigError, match="kill_after_s=9 must be shorter"):
         run("S1", "current", state_dir=tmp_path / "no-lab", artifacts=tmp_path, duration_s=8, kill_after_s=9)
     assert list(tmp_path.iterdir()) == []  # nothing written, no lab started
+
+
+# --- the real local lab -------------------------------------------------------------------------
+# One lab for the module; runs ordered current first, then improved, so the lab toggles mode
+# only twice. Durations are scaled down; the kill comes early enough that the current mode's
+# cut (agent kills Envoy terminationDrainDuration after SIGTERM) falls inside the request.
+
+import csv  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from gtnb._wait import wait_until  # noqa: E402
+from gtnb.errors import RunLockedError  # noqa: E402
+from gtnb.traffic import CLIENT_COLUMNS  # noqa: E402
+
+FILES = ("run.json", "run.log", "client.csv", "hc.log", "envoy.log", "haproxy.log", "stat.csv")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, object]]:
+    from gtnb.targets import open_target
+
+    state = tmp_path_factory.mktemp("lab")
+    arts = tmp_path_factory.mktemp("artifacts")
+    with open_target("local", state_dir=state) as target:
+        yield state, arts, target
+
+
+def _run(lab: tuple[Path, Path, object], scenario: str, mode: str, **params: object) -> Path:
+    from gtnb.scenarios import run
+
+    state, arts, _ = lab
+    return run(scenario, mode, state_dir=state, artifacts=arts, progress=False, **params)
+
+
+def _client(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "client.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames or ()) == CLIENT_COLUMNS
+        return list(reader)
+
+
+def _ok(row: dict[str, str]) -> bool:
+    return row["complete"] == "true" and row["error"] == ""
+
+
+def _well_formed(run_dir: Path, scenario: str, mode: str) -> dict:
+    assert run_dir.parent.parent == run_dir.parents[1] and run_dir.name == f"{scenario}-{mode}"
+    for name in FILES:
+        assert (run_dir / name).stat().st_size > 0, f"{name} is empty in {run_dir}"
+    journal = json.loads((run_dir / "run.json").read_text())
+    assert (journal["status"], journal["step"], journal["error"]) == ("completed", "write_artifacts", None)
+    assert journal["sha256"]["haproxy_cfg"] and journal["versions"]
+    assert journal["stat_interval_s"] == 0.2 and journal["stat_jitter_s"]["samples"] > 5
+    with open(run_dir / "stat.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert header[:3] == ["ts", "pxname", "svname"] and "status" in header
+    assert all(line.startswith("ts=") for line in (run_dir / "hc.log").read_text().splitlines())
+    assert all(line.startswith("[pod/") for line in (run_dir / "envoy.log").read_text().splitlines())
+    run_log = (run_dir / "run.log").read_text()
+    assert "termination event" in run_log and "traffic ended" in run_log
+    return journal
+
+
+def _transitions(run_dir: Path) -> list[str]:
+    return [line.split(" from=", 1)[1] for line in (run_dir / "hc.log").read_text().splitlines()
+            if "event=transition" in line]
+
+
+@pytest.mark.lab
+@pytest.mark.timeout(240)
+def test_s1_current_cuts_the_request(lab) -> None:
+    run_dir = _run(lab, "S1", "current", duration_s=12, kill_after_s=2)
+    journal = _well_formed(run_dir, "S1", "current")
+    (row,) = _client(run_dir)
+    assert not _ok(row) and row["error"] in ("http_5xx", "connection_reset", "truncated", "stream_reset")
+    assert float(row["t_end"]) - float(row["t_start"]) < 12  # cut before the answer was due
+    assert journal["killed_pod"] and journal["parameters"]["duration_s"] == 12
+    assert any(t.endswith("reason=sigterm") for t in _transitions(run_dir))
+
+
+@pytest.mark.lab
+@pytest.mark.timeout(240)
+def test_s3_current_has_failed_requests(lab) -> None:
+    run_dir = _run(lab, "S3", "current", workers=3, duration_s=20, kill_after_s=2)
+    journal = _well_formed(run_dir, "S3", "current")
+    rows = _client(run_dir)
+    assert len(rows) > 20 and {r["worker"] for r in rows} == {"0", "1", "2"}
+    assert [r for r in rows if not _ok(r)], "no failed request during the current-mode rollout"
+    assert journal["killed_pod"] is None and len(journal["collected"]["pods"]) >= 4  # 2 old + 2 new
+
+
+@pytest.mark.lab
+@pytest.mark.timeout(240)
+def test_s4_current_cuts_the_stream(lab) -> None:
+    run_dir = _run(lab, "S4", "current", duration_s=10, kill_after_s=2, interval_s=0.5)
+    _well_formed(run_dir, "S4", "current")
+    (row,) = _client(run_dir)
+    assert not _ok(row) and int(row["chunks"]) < 20
+    chunks = (run_dir / "chunks.csv").read_text().splitlines()
+    assert chunks[0] == "request_id,k,t" and len(chunks) - 1 == int(row["chunks"]) >= 1
+
+
+@pytest.mark.lab
+@pytest.mark.timeout(240)
+def test_s1_improved_completes(lab) -> None:
+    run_dir = _run(lab, "S1", "improved", duration_s=8, kill_after_s=2)
+    _well_formed(run_dir, "S1", "improved")
+    (row,) = _client(run_dir)
+    assert _ok(row) and row["status"] == "200"
+    assert float(row["t_end"]) - float(row["t_start"]) >= 8
+
+
+@pytest.mark.lab
+@pytest.mark.timeout(240)
+def test_s2_improved_drains_in_order(lab) -> None:
+    run_dir = _run(lab, "S2", "improved", duration_s=8, kill_after_s=2)
+    journal = _well_formed(run_dir, "S2", "improved")
+    (row,) = _client(run_dir)
+    assert _ok(row)
+    mine = [t for t in _transitions(run_dir)]
+    hc = [ln for ln in (run_dir / "hc.log").read_text().splitlines() if f"pod={journal['killed_pod']} " in ln]
+    events = [ln.split(" event=", 1)[1].split()[0] for ln in hc]
+    assert mine[0].startswith("SERVING to=DRAINING") and any(t.startswith("DRAINING to=DRAINED") for t in mine)
+    # Drain call after the first transition, DRAINED after the drain call.
+    assert events.index("transition") < events.index("drain_start")
+
+
+@pytest.mark.lab
+@pytest.mark.timeout(240)
+def test_s3_improved_has_no_failed_request(lab) -> None:
+    run_dir = _run(lab, "S3", "improved", workers=3, duration_s=20, kill_after_s=2)
+    _well_formed(run_dir, "S3", "improved")
+    rows = _client(run_dir)
+    assert len(rows) > 20
+    assert [r for r in rows if not _ok(r)] == []
+
+
+@pytest.mark.lab
+@pytest.mark.timeout(240)
+def test_s4_improved_stream_completes(lab) -> None:
+    run_dir = _run(lab, "S4", "improved", duration_s=10, kill_after_s=2, interval_s=0.5)
+    _well_formed(run_dir, "S4", "improved")
+    (row,) = _client(run_dir)
+    assert _ok(row) and row["chunks"] == "20" and row["http_version"] == "HTTP/2"
+
+
+@pytest.mark.lab
+@pytest.mark.timeout(300)
+def test_interrupted_run_leaves_journal_and_restores_the_lab_and_holds_the_lock(lab) -> None:
+    state, arts, target = lab
+    cluster = target.cluster  # type: ignore[attr-defined]
+    # Before: improved mode, 2 replicas; the run wants current and 1.
+    from gtnb.modes import toggle
+
+    toggle(target, "improved", progress=False)
+    cluster.scale(2)
+    wait_until(lambda: len([p for p in cluster.pods() if p.ready and p.mode == "improved"]) == 2
+               and len(cluster.pods()) == 2, timeout_s=120, what="2 ready improved pods")
+    cmd = [sys.executable, "-m", "gtnb.cli", "run", "S1", "--mode", "current", "--duration-s", "60",
+           "--kill-after-s", "50", "--state-dir", str(state), "--artifacts", str(arts)]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def journal_at_traffic() -> Path | None:
+            for path in arts.glob("*/S1-current/run.json"):
+                data = json.loads(path.read_text())
+                if data["status"] == "running" and data["step"] == "traffic":
+                    return path.parent
+            return None
+
+        run_dir = wait_until(journal_at_traffic, timeout_s=180, what="the child run to start its traffic")
+        # A second run against the same lab refuses, naming the first.
+        with pytest.raises(RunLockedError, match=rf"pid {child.pid}, run {run_dir}"):
+            _run(lab, "S1", "improved", duration_s=8, kill_after_s=2)
+        wait_until(lambda: all((run_dir / n).exists() and (run_dir / n).stat().st_size > 0
+                               for n in ("stat.csv", "hc.log", "haproxy.log")),
+                   timeout_s=60, what="the collectors to write")
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=240)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, err.decode()[-2000:]
+    journal = json.loads((run_dir / "run.json").read_text())
+    assert (journal["status"], journal["step"]) == ("aborted", "traffic")
+    assert "interrupted" in journal["error"]
+    assert journal["restored"] == {"mode": "improved", "replicas": 2}
+    (row,) = _client(run_dir)
+    assert row["error"] == "cancelled" and row["complete"] == "false"
+    for name in ("run.log", "stat.csv", "hc.log"):
+        assert (run_dir / name).stat().st_size > 0
+    # The run waited for 2 ready improved pods; the toggled-away current pods may still be
+    # terminating for a moment.
+    wait_until(lambda: len(cluster.pods()) == 2 and {p.mode for p in cluster.pods()} == {"improved"},
+               timeout_s=60, what="the lab back at 2 improved pods")
+    assert os.path.exists(run_dir)
