@@ -189,7 +189,7 @@ def test_sudo_wraps_every_node_command(sshd: Sshd, node: Node) -> None:
         (sshd.bin_dir / "sudo").unlink()
     logged = calls.read_text()
     # the admin socket is read by the helper (python3 -u -c ...), itself started through sudo
-    for word in ("-c -f", "install -m 0644", "kill -USR2", "python3 -u -c", "sha256sum"):
+    for word in ("-c -f", "install -m 0644", "mv -f", "kill -USR2", "python3 -u -c", "sha256sum"):
         assert word in logged, (word, logged)
     assert set(prefixes.read_text().splitlines()) == {"-n sh -c"}
 
@@ -230,5 +230,21 @@ def test_without_python3_admin_commands_fall_back_to_exec(sshd: Sshd, node: Node
         assert b._helper is None and "one SSH exec per admin command" in caplog.text
         b.clock_offset_s()
         assert b.last_round_trip_s is not None
+    finally:
+        b.close()
+
+
+def test_broken_backup_is_not_restored(sshd: Sshd, node: Node) -> None:
+    # Someone hand-edited the live file into something haproxy -c refuses (the running HAProxy
+    # still has the old one loaded). A new config that fails after install must not be swapped
+    # for that broken file: the checked config stays.
+    node.cfg_path.write_text(node.config(extra="backend hand_edit\n  frobnicate yes\n"))
+    b = SshBalancer(node.settings(sshd.host(), reload_timeout_s=3.0), node.frontend())
+    try:
+        bad = node.config(extra="frontend unbindable\n  bind 192.0.2.1:80\n  default_backend istio-http-backend\n")
+        with pytest.raises(BalancerError, match="NOT restored"):
+            b.install_config(bad)
+        assert node.cfg_path.read_text() == bad  # passed haproxy -c; the broken backup did not come back
+        assert _get(node, "/fast")[0] == 200
     finally:
         b.close()

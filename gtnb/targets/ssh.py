@@ -113,17 +113,20 @@ class SshBalancer:
             if had_live:
                 self._ssh.check(f"cp -p {live} {backup}", sudo=s.sudo, what="backing up the live config",
                                 fix=f"Check that {s.config_path} is readable and its directory writable")
-            self._ssh.check(f"install -m 0644 {qtmp} {live}", sudo=s.sudo,
-                            what=f"installing the config to {s.config_path}", fix="Check sudo and the path")
+            self._replace_live(qtmp, "installing the config")
             try:
                 self._reload()
                 self._verify(text, pid_before)
             except BalancerError as exc:
                 if not had_live:
                     raise
+                # The backup was the running config, but a hand edit may have broken the file
+                # since: restore only what passes the same check.
+                if not self._ssh.run(f"{s.haproxy_bin} -c -f {backup}", sudo=s.sudo).ok:
+                    raise BalancerError(f"{exc} -- NOT restored: the backup {s.config_path}.gtnb-bak fails "
+                                        "`haproxy -c` itself; the new (checked) config stays in place") from exc
                 log.warning("install failed after the live file changed; restoring: %s", exc)
-                self._ssh.check(f"install -m 0644 {backup} {live}", sudo=s.sudo,
-                                what="restoring the backed-up config", fix=f"Restore {s.config_path}.gtnb-bak by hand")
+                self._replace_live(backup, "restoring the backed-up config")
                 self._reload()
                 raise BalancerError(
                     f"{exc} -- the previous config was restored from {s.config_path}.gtnb-bak and HAProxy "
@@ -137,6 +140,16 @@ class SshBalancer:
                                 "something else wrote the file; install again")
         log.info("installed HAProxy config %s on %s and reloaded", want[:12], self._ssh.host.hostname)
         return got
+
+    def _replace_live(self, source: str, what: str) -> None:
+        """Copy next to the live file, then rename over it: HAProxy (or a person) never reads a
+        half-written config, even if the disk fills up mid-copy."""
+        s = self.settings
+        live = shlex.quote(s.config_path)
+        new = shlex.quote(s.config_path + ".gtnb-new")
+        self._ssh.check(f"install -m 0644 {source} {new} && mv -f {new} {live}", sudo=s.sudo,
+                        what=f"{what} to {s.config_path}",
+                        fix=f"Check sudo, the free space and that {s.config_path}'s directory is writable")
 
     def _reload(self) -> None:
         self._ssh.check(self.settings.reload_command, sudo=self.settings.sudo, what="reloading HAProxy",
