@@ -110,6 +110,8 @@ def test_target_shape(lab: LocalTarget) -> None:
     assert values["GTNB_FRONTEND_ADDR"] == lab.frontend.host
     assert values["GTNB_ADMIN_SOCKET"].startswith(str(lab.state_dir))
     assert {n.name for n in lab.cluster.nodes()} == {"master1", "worker1", "worker2"}
+    versions = lab.cluster.versions()
+    assert versions["envoy"].count(".") == 2 and versions["haproxy"], versions
     with pytest.raises(ConfigError, match="does not exist"):
         lab.cluster.delete_pod("service-a-igw-nope-xxxxx", 1)
     with pytest.raises(ConfigError):

@@ -7,7 +7,7 @@
     podspec.py     IGW manifest -> what the lab runs (containers as local processes)
     procs.py       attached children: process groups, PDEATHSIG, timestamped logs
     client.py      LocalCluster over the lab API and the state dir
-    haproxy.py     HAProxy master-worker process and LocalBalancer
+    haproxy.py     HAProxy master-worker process and LocalBalancer (with haproxy_cli.py)
     addresses.py, state.py, status.py, values.py, api.py: addressing, files, status, cfg values, API
 
 Nothing is imported here, so `import gtnb.targets.local.haproxy` stays light.

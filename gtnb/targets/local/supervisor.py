@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -76,6 +77,7 @@ class Supervisor:
         self.status = "starting"
         self.error: str | None = None
         self.started_at = time.time()
+        self._version_cache: dict[str, str] = {}
 
     # -- lab.json ------------------------------------------------------------------------------
 
@@ -250,13 +252,24 @@ class Supervisor:
         os.replace(tmp, self.state.deployment_json)
 
     def _versions(self) -> dict[str, str]:
-        v = {"kubernetes": "gtnb-local-lab"}
-        if self.haproxy is not None and hasattr(self.haproxy, "version"):
+        """What run.json records: the lab stands in for Kubernetes; Envoy and HAProxy are real."""
+        if not self._version_cache:
+            v = {"kubernetes": "gtnb-local-lab"}
             try:
-                v["haproxy"] = str(self.haproxy.version())
-            except Exception:  # a version is nice to have, never worth failing a run
-                pass
-        return v
+                from ...workloads.agent_proc import find_envoy
+
+                out = subprocess.run([find_envoy(), "--version"], capture_output=True, text=True, timeout=30).stdout
+                # "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+                v["envoy"] = out.split("version:", 1)[1].strip().split("/")[1]
+            except (GtnbError, OSError, IndexError, subprocess.SubprocessError):
+                pass  # a version is nice to have in run.json, never worth failing a run
+            if self.haproxy is not None:
+                try:
+                    v["haproxy"] = str(self.haproxy.version())
+                except (GtnbError, OSError, subprocess.SubprocessError):
+                    pass
+            self._version_cache = v
+        return dict(self._version_cache)
 
     def _changed(self) -> None:
         # lab.json carries the pids of every pod process, for leftover checks by PID.
