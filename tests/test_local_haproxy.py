@@ -218,7 +218,7 @@ def test_reload_under_long_request_loses_nothing(lab: Lab, backend: ThreadingHTT
 
     def long_request() -> None:
         try:
-            result["response"] = _get(lab.port, "/sleep?seconds=3", timeout=30)
+            result["response"] = _get(lab.port, "/sleep?seconds=6", timeout=30)
         except Exception as exc:  # recorded, asserted below
             result["error"] = exc
 
