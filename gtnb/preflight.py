@@ -34,7 +34,8 @@ FIXES = {
                "the pod is not serving. Check the EndpointSlice's ready state, image pulls and the "
                "readinessProbe (`kubectl -n service-a describe pod <pod>`); DOWN is fine where no IGW pod runs",
     "images": "image missing on a node (pods would hit ErrImagePull from the HTTP registry): sideload them with "
-              "`gtnb images sideload --target homelab` (docker save, copy, `ctr -n k8s.io image import` on each node)",
+              "`gtnb images sideload --profile profiles/homelab.yaml` (docker save, copy, `ctr -n k8s.io image import` "
+              "on each node)",
 }
 
 
