@@ -89,7 +89,8 @@ def parse_stat(source: Source) -> ParseResult:
     epoch = to_utc(ts_raw, fmt="epoch")
     data["ts"] = epoch.where(epoch.notna(), to_utc(ts_raw))
     frame = typed_frame(data, columns)
-    frame["state"] = frame["status"].str.split(" ").str[0].astype("str")
+    frame["state"] = pd.Series([v.split(" ")[0] if isinstance(v, str) and v else None
+                                for v in frame["status"]], index=frame.index, dtype="str")
     bad = frame["ts"].isna() | frame["svname"].isna()
     for no in frame.loc[bad, "line_no"]:
         skips.append(skipped(int(no), "no readable ts or svname", lines[int(no) - 1]))
