@@ -1,0 +1,95 @@
+"""The six events, alignment on E1 and events.csv, on runs that imitate both modes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from synthetic_runs import write_run
+
+from gtnb.analysis import align, load_run, write_events_csv
+
+FIX = Path(__file__).parent / "fixtures" / "analysis"
+
+
+def _names(run) -> list[str]:
+    return list(dict.fromkeys(run.events.sort_values("ts")["name"]))
+
+
+def test_improved_run_shows_the_fsm_order(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path, "S1", "improved"))
+    ev = run.events
+    first = ev.drop_duplicates("name").set_index("name")["t"]
+    assert first["HEALTH_FAIL"] == 0.0
+    assert first["HEALTH_FAIL"] < first["LB_DOWN"] < first["DRAIN_START"] < first["CONNS_ZERO"] \
+        < first["SIGTERM"] <= first["POD_EXIT"]
+    assert "PROXY_KILLED" not in set(ev["name"])  # Aborting proxy after zero connections kills nothing
+    # Both sightings of LB_DOWN are kept, and the difference is reported.
+    down = ev[ev["name"] == "LB_DOWN"]
+    assert set(down["source"]) == {"haproxy", "stat"}
+    assert "after haproxy.log" in down[down["source"] == "stat"]["note"].item()
+
+
+def test_current_run_shows_the_proxy_killed_before_lb_down(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path, "S1", "current"))
+    ev = run.events
+    killed = ev[ev["name"] == "PROXY_KILLED"]
+    assert set(killed["source"]) == {"agent", "haproxy"}
+    assert "SH--" in killed[killed["source"] == "haproxy"]["note"].item()
+    assert killed["t"].min() < ev[ev["name"] == "LB_DOWN"]["t"].min()
+    assert "CONNS_ZERO" not in set(ev["name"])
+
+
+def test_only_the_killed_pod_counts(tmp_path: Path) -> None:
+    d = tmp_path / "S1-current"
+    d.mkdir()
+    other = "ts=2026-06-28T10:15:01.000000Z level=info pod=igw-z event=transition from=SERVING to=TERMINATING reason=sigterm\n"
+    (d / "hc.log").write_text(other + (FIX / "hc.log").read_text())
+    (d / "run.json").write_text(json.dumps({"scenario": "S1", "mode": "current", "killed_pod": "igw-a"}))
+    run = load_run(d)
+    assert set(run.events["pod"]) == {"igw-a"}
+    assert run.events.loc[run.events["name"] == "HEALTH_FAIL", "ts"].item() == pd.Timestamp("2026-06-28T10:15:05.730511Z")
+    # Without killed_pod (a rollout), every pod gets its events and E1 is the earliest.
+    (d / "run.json").write_text(json.dumps({"scenario": "S3", "mode": "current"}))
+    run = load_run(d)
+    e1 = run.events[run.events["name"] == "HEALTH_FAIL"]
+    assert set(e1["pod"]) == {"igw-a", "igw-z"} and e1["t"].min() == 0.0
+
+
+def test_align_adds_t_to_every_frame(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path, "S4", "improved"))
+    aligned = align(run)
+    assert aligned.aligned and not run.aligned
+    e1 = run.events.loc[run.events["name"] == "HEALTH_FAIL", "ts"].item()
+    for name, frame in aligned.frames.items():
+        assert "t" in frame, name
+        if len(frame):
+            expect = (frame["ts"] - e1).dt.total_seconds()
+            assert (frame["t"] - expect).abs().max() < 1e-9, name
+    client = aligned.frames["client"]
+    assert client["t"].iloc[0] < 0 < client["t_end_rel"].iloc[0]
+    # The loaded run keeps chunks' epoch `t` untouched.
+    assert run.frames["chunks"]["t"].iloc[0] > 1e9
+
+
+def test_align_without_e1_falls_back_and_says_so(tmp_path: Path) -> None:
+    d = tmp_path / "S1-current"
+    d.mkdir()
+    shutil.copy(FIX / "client.csv", d / "client.csv")
+    run = align(load_run(d))
+    assert run.frames["client"]["t"].iloc[0] == 0.0
+    assert any("no HEALTH_FAIL" in n for n in run.notes)
+
+
+def test_events_csv(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path, "S1", "improved"))
+    out = write_events_csv(run)
+    assert out == run.path / "events.csv"
+    rows = list(csv.DictReader(out.open()))
+    assert [r["name"] for r in rows] == list(run.events["name"])
+    assert rows[0]["ts"].endswith("Z") and float(rows[0]["t"]) == 0.0
+    assert set(rows[0]) >= {"event", "name", "ts", "t", "source", "pod", "evidence"}
+    assert "event=transition" in rows[0]["evidence"]

@@ -1,0 +1,89 @@
+"""Verdicts and comparisons on runs that imitate both modes (and broken experiments)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from synthetic_runs import write_run
+
+from gtnb.analysis import compare, load_run, verdict
+from gtnb.errors import ConfigError
+
+
+def _run(tmp_path: Path, scenario: str, mode: str, **kw):
+    return load_run(write_run(tmp_path, scenario, mode, stamp=f"{scenario}{mode}", **kw))
+
+
+@pytest.mark.parametrize("scenario", ["S1", "S3", "S4"])
+def test_each_mode_shows_its_outcome_and_the_pair_holds(tmp_path: Path, scenario: str) -> None:
+    cur, imp = _run(tmp_path, scenario, "current"), _run(tmp_path, scenario, "improved")
+    vc, vi = verdict(cur), verdict(imp)
+    assert vc.ok and vc.cut is True, str(vc)
+    assert vi.ok and vi.cut is False, str(vi)
+    c = compare(cur, imp)
+    assert c.holds and "the evidence holds" in c.headline
+    assert "<table>" in vc._repr_html_() and "[FAIL]" not in str(vi)
+
+
+def test_a_run_judged_as_the_other_mode_fails(tmp_path: Path) -> None:
+    cur = _run(tmp_path, "S1", "current")
+    v = verdict(cur, mode="improved")
+    assert not v.ok
+    failed = [c.name for c in v.checks if c.ok is False]
+    assert failed == ["in-flight request completed"]
+    assert "NOT as expected" in v.headline
+
+
+def test_s2_checks_order_and_bounds(tmp_path: Path) -> None:
+    run = _run(tmp_path, "S2", "improved")
+    v = verdict(run)
+    names = [c.name for c in v.checks]
+    assert {"events in order", "LB_DOWN on time", "drain after LB_DOWN",
+            "DRAINED after the last request", "SIGTERM after DRAINED"} <= set(names)
+    assert v.ok, str(v)
+    # Tighter HAProxy timings than the synthetic DOWN (1.3 s after E1) must fail the bound.
+    j = json.loads((run.path / "run.json").read_text())
+    j["parameters"].update(inter_s=0.5, fastinter_s=0.2, fall=2, check_s=0.1)
+    (run.path / "run.json").write_text(json.dumps(j))
+    v = verdict(load_run(run.path))
+    assert [c.name for c in v.checks if c.ok is False] == ["LB_DOWN on time"]
+
+
+def test_same_outcome_in_both_modes_means_a_broken_experiment(tmp_path: Path) -> None:
+    cur = _run(tmp_path, "S1", "current")
+    imp_dir = write_run(tmp_path, "S1", "improved", stamp="x")
+    # Make the "improved" run's request cut as well (say the toggle did not take effect).
+    rows = list(csv.DictReader((imp_dir / "client.csv").open()))
+    rows[0].update(status="502", error="http_5xx", complete="false", t_end=str(float(rows[0]["t_start"]) + 7))
+    with (imp_dir / "client.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    c = compare(cur, load_run(imp_dir))
+    assert not c.holds and "experiment is broken" in c.headline and "both modes" in c.headline
+
+
+def test_s3_improved_with_failures_does_not_hold(tmp_path: Path) -> None:
+    d = write_run(tmp_path, "S3", "improved", stamp="y")
+    rows = list(csv.DictReader((d / "client.csv").open()))
+    rows[5].update(status="", error="connection_reset", curl_exit="56", complete="false")
+    with (d / "client.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    v = verdict(load_run(d))
+    assert not v.ok and "1 of" in v.outcome and "connection_reset" in v.outcome
+
+
+def test_bad_scenario_mode_and_pairs_are_named(tmp_path: Path) -> None:
+    cur, imp = _run(tmp_path, "S1", "current"), _run(tmp_path, "S1", "improved")
+    with pytest.raises(ConfigError, match="mode 'fast' is not one of current, improved"):
+        verdict(cur, mode="fast")
+    with pytest.raises(ConfigError, match="swapped"):
+        compare(imp, cur)
+    other = _run(tmp_path, "S4", "improved")
+    with pytest.raises(ConfigError, match="same scenario"):
+        compare(cur, other)
