@@ -278,3 +278,15 @@ def test_start_fails_clearly_when_haproxy_exits(tmp_path: Path) -> None:
 def test_admin_command_names_the_socket_when_down(tmp_path: Path) -> None:
     with pytest.raises(BalancerError, match="admin.sock"):
         admin_command(tmp_path / "admin.sock", "show stat")
+
+
+def test_process_reload_checks_the_live_file_first(lab: Lab) -> None:
+    before = master_proc_info(lab.proc.master_sock)
+    lab.proc.config_path.write_text(lab.config().replace("mode http", "mode htttp"))  # behind its back
+    with pytest.raises(BalancerError, match="htttp"):
+        lab.proc.reload()
+    assert master_proc_info(lab.proc.master_sock) == before  # the refused file never reached it
+    assert _get(lab.port)[:2] == (200, "ok /fast\n")
+    lab.proc.config_path.write_text(lab.config(header="v5"))
+    assert lab.proc.reload().reloads == before.reloads + 1
+    assert _get(lab.port)[2] == "v5"

@@ -169,6 +169,7 @@ class HaproxyProcess:
         """Reload the running HAProxy from its config file (see `reload_master`)."""
         if not self.running:
             raise LabError(f"HAProxy does not run for {self.state_dir}: start it first")
+        check_config(self.config_path.read_text(), self.haproxy)  # never reload into a refused file
         return reload_master(self.master_sock, self.admin_sock, pid_file=self.pid_file, timeout_s=timeout_s)
 
     def version(self) -> str:
