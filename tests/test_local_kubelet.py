@@ -34,6 +34,7 @@ class ToyTemplate:
     prestop_s: float = 0.0
     hook: bool = True
     ignore_sigterm: bool = False
+    exec_hook: tuple[str, ...] = ()
 
     def containers(self, pod: str, node: str, address: str) -> list[ContainerRun]:
         argv = [sys.executable, TOY, "--listen", f"{address}:15080", "--prestop-s", str(self.prestop_s)]
@@ -43,8 +44,11 @@ class ToyTemplate:
             ContainerRun(
                 name="hc",
                 argv=tuple(argv),
-                env={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
-                pre_stop=HookSpec("httpGet", path="/prestop", port=15080) if self.hook else None,
+                env={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "HOOK_WHO": "the toy"},
+                pre_stop=(
+                    HookSpec("exec", command=self.exec_hook) if self.exec_hook
+                    else HookSpec("httpGet", path="/prestop", port=15080) if self.hook else None
+                ),
                 ready_url=f"http://{address}:15080/healthz",
             )
         ]
@@ -175,6 +179,25 @@ def test_hook_still_running_at_deadline_gets_sigterm_and_two_more_seconds(lab, t
     said = [line for line in narration.lines if line.startswith(f"pod {pod}:")]
     assert _index(said, "still running at the grace deadline") < _index(said, "SIGKILL to hc at the grace deadline")
     assert elapsed >= 1.0 + 2.0  # grace, then kubelet's minimum SIGTERM window
+
+
+def test_exec_hook_runs_before_sigterm(lab, tmp_path: Path) -> None:
+    make, narration, seen = lab
+    c = make()
+    c.start()
+    hook = ("/bin/sh", "-c", "echo hook ran for $HOOK_WHO; sleep 0.3")
+    template = ToyTemplate("hhhh", exec_hook=hook)
+    [pod] = _deploy(c, template, 1)
+    _track(c, seen)
+    c.delete_pod(pod, 10.0)
+    wait_until(lambda: pod not in c.pods, timeout_s=WAIT_S, what="the pod to be gone")
+    said = [line for line in narration.lines if line.startswith(f"pod {pod}:")]
+    assert _index(said, "preStop exec /bin/sh -c echo hook") < _index(said, "returned after") < _index(said, "SIGTERM to hc")
+    assert "returned after" in said[_index(said, "returned after")] and "exit 0" in said[_index(said, "returned after")]
+    # The hook ran with the container's env, its output captured beside the container's log.
+    hook_log = (tmp_path / "pods" / pod / "hc.prestop.log").read_text()
+    assert "hook ran for the toy" in hook_log
+    assert _index(_log_lines(tmp_path, pod), "sigterm") >= 0
 
 
 def test_rolling_update_respects_surge_and_changes_names(lab, tmp_path: Path) -> None:
