@@ -77,11 +77,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(action(state_dir=args.state_dir))
         return 0
     if args.command == "toggle":
-        from .modes import toggle
+        from tqdm import tqdm
+
+        from .modes import ensure_mode, toggle
         from .targets import open_target
 
+        ensure_mode(args.mode)  # a typo must not bring a lab up first
         with open_target(args.target, profile=args.profile, state_dir=args.state_dir) as target:
-            print(toggle(target, args.mode))
+            # The steps narrated on stderr, above the rollout's progress bar.
+            print(toggle(target, args.mode, log=lambda line: tqdm.write(line, file=sys.stderr)))
         return 0
     if args.command == "run":
         from .scenarios import run

@@ -90,6 +90,14 @@ def test_server_is_up_needs_a_passed_check() -> None:
     assert server_is_up({"status": "UP", "check_status": "L7OK"})
 
 
+def test_cli_refuses_an_unknown_mode_before_opening_the_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gtnb.cli import main
+
+    assert main(["toggle", "fast", "--state-dir", str(tmp_path / "lab")]) == 2
+    assert "mode 'fast' is not one of current, improved" in capsys.readouterr().err
+    assert not (tmp_path / "lab").exists()  # no lab was brought up for a typo
+
+
 def _pod(name: str, mode: str, phase: str = "Running", reason: str | None = None, node: str | None = "worker1") -> Pod:
     return Pod(name=name, node=node, mode=mode, phase=phase, ready=phase == "Running", reason=reason)
 
