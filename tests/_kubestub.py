@@ -47,7 +47,8 @@ def pod(name: str, *, phase: str = "Running", ready: bool = True, node: str | No
                             "labels": {"app": DEPLOY, "mode": mode, "pod-template-hash": template_hash}}
     if deleting:
         meta["deletionTimestamp"] = "2026-06-28T10:05:00Z"
-    spec: dict[str, Any] = {"containers": [{"name": "istio-proxy"}, {"name": "hc"}]}
+    spec: dict[str, Any] = {"containers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.22.3"},
+                                           {"name": "hc", "image": "service-a-hc:dev"}]}
     if node:
         spec["nodeName"] = node
     return {"metadata": meta, "spec": spec, "status": {"phase": phase, "conditions": conditions}}

@@ -91,3 +91,33 @@ def test_open_target_homelab_from_a_profile_file(tmp_path: Path, sshd: Sshd, nod
         assert all(abs(v) < 1.0 for v in offsets.values())  # one clock: only round-trip noise
     # closed: the balancer's SSH transport is gone
     assert target.balancer._ssh._clients == []
+
+
+def test_cli_preflight_on_homelab(tmp_path: Path, sshd: Sshd, node: Node, stub: Stub,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from _kubestub import pod
+    from _sshd import install_tool
+    from gtnb.cli import main
+
+    profile = _profile_file(tmp_path, sshd, node, stub)
+    install_tool(sshd.bin_dir, "crictl", f'#!/bin/sh\ncat {tmp_path}/crictl.txt\n')
+    try:
+        (tmp_path / "crictl.txt").write_text("IMAGE TAG IMAGE-ID SIZE\ndocker.io/library/service-a-backend dev 1 1MB\n")
+        stub.state.pods = {"igw-1": pod("igw-1", node="master1")}
+        assert main(["preflight", "--target", "homelab", "--profile", str(profile)]) == 1
+        out = capsys.readouterr().out
+        assert "FAIL  images" in out and "lacks service-a-hc:dev" in out and "gtnb images sideload" in out
+        (tmp_path / "crictl.txt").write_text("IMAGE TAG IMAGE-ID SIZE\ndocker.io/library/service-a-backend dev 1 1MB\n"
+                                             "docker.io/library/service-a-hc dev 2 1MB\n")
+        assert main(["preflight", "--target", "homelab", "--profile", str(profile)]) == 0
+        assert "preflight on homelab: ok" in capsys.readouterr().out
+    finally:
+        (sshd.bin_dir / "crictl").unlink()
+
+
+def test_cli_homelab_without_a_profile_file_says_what_to_do(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from gtnb.cli import main
+
+    assert main(["preflight", "--target", "homelab", "--profile", str(tmp_path / "none.yaml")]) == 2
+    assert "copy profiles/homelab.example.yaml" in capsys.readouterr().err

@@ -52,7 +52,9 @@ MANIFEST = [
 def test_is_a_cluster_and_uses_the_named_context(cluster: KubeCluster, stub: Stub) -> None:
     assert isinstance(cluster, Cluster)
     assert cluster.api.server == stub.url  # the `stub` context, not the kubeconfig's current one
-    assert cluster.versions() == {"kubernetes": "v1.30.6", "istio": "1.22.3"}
+    assert cluster.versions() == {"kubernetes": "v1.30.6", "istio": "1.22.3"}  # no IGW pod yet
+    stub.state.pods["igw-1"] = pod("igw-1")
+    assert cluster.versions()["envoy"] == "proxyv2:1.22.3"
     assert all(r.headers["authorization"] == "Bearer stub-token" for r in stub.state.requests)
 
 

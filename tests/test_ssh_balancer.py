@@ -248,3 +248,23 @@ def test_broken_backup_is_not_restored(sshd: Sshd, node: Node) -> None:
         assert _get(node, "/fast")[0] == 200
     finally:
         b.close()
+
+
+def test_follow_strips_pty_colours_and_stops_the_remote_command(sshd: Sshd) -> None:
+    stop = threading.Event()
+    with SshSession(sshd.host()) as session:
+        naptime = f"299.{sshd.port}"  # a sleep no one else runs: found by its argument below
+        got = []
+        for line in session.follow(f"printf '\\033[1;31mServer be/s1 is DOWN\\033[0m\\n'; exec sleep {naptime}", stop):
+            got.append(line)
+            stop.set()
+        assert got == ["Server be/s1 is DOWN"]
+
+        def remote_alive() -> bool:
+            import subprocess
+
+            ps = subprocess.run(["ps", "-ewwo", "args"], capture_output=True, text=True).stdout
+            return any(f"sleep {naptime}" in line for line in ps.splitlines())
+
+        # closing the channel hangs up the pty: the remote command does not outlive the follow
+        wait_until(lambda: not remote_alive(), timeout_s=10, what="the remote follow command to end")

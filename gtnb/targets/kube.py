@@ -200,11 +200,19 @@ class KubeCluster:
                 stop.wait(0.5)
 
     def versions(self) -> dict[str, str]:
+        """kubernetes (the API server's gitVersion), istio (istiod's image tag) and envoy (the IGW
+        pods' istio-proxy image: Istio's proxyv2 build of Envoy)."""
         out = {"kubernetes": str(self.api.request("GET", "/version").get("gitVersion", "unknown"))}
         for pod in self.istiod_pods():
             if pod.get("image"):
                 out["istio"] = pod["image"].rsplit(":", 1)[-1]
                 break
+        items = self.api.request("GET", self._pods_path(), query={"labelSelector": self.selector()}).get("items", [])
+        for item in items:
+            for c in item.get("spec", {}).get("containers", []) or []:
+                if c.get("name") == "istio-proxy" and c.get("image"):
+                    out["envoy"] = c["image"].rsplit("/", 1)[-1]  # e.g. proxyv2:1.22.3
+                    return out
         return out
 
     # --- beyond the protocol: preflight and rollouts ------------------------------------------------

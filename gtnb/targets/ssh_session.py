@@ -8,6 +8,7 @@ next hop, as `ssh -J` does; every hop's host key is checked against known_hosts.
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import socket
 import threading
@@ -24,6 +25,8 @@ from ..errors import TargetError
 __all__ = ["SshSession", "CommandResult", "sudo_wrap"]
 
 log = logging.getLogger("gtnb.ssh")
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,12 @@ class SshSession:
         chan.settimeout(0.2)
         chan.exec_command(sudo_wrap(command, sudo))
         buf = b""
+
+        def clean(raw: bytes) -> str:
+            # A pty invites colours (journalctl highlights notice/alert lines): strip them, and the
+            # pty's \r, so lines read as the tool wrote them to a file.
+            return _ANSI.sub("", raw.rstrip(b"\r").decode(errors="replace"))
+
         try:
             while not stop.is_set():
                 try:
@@ -239,9 +248,9 @@ class SshSession:
                 buf += data
                 *lines, buf = buf.split(b"\n")
                 for line in lines:
-                    yield line.rstrip(b"\r").decode(errors="replace")
+                    yield clean(line)
             if buf.strip():
-                yield buf.rstrip(b"\r").decode(errors="replace")
+                yield clean(buf)
         finally:
             chan.close()
 
