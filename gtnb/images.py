@@ -116,7 +116,10 @@ def sideload_archive(session: SshSession, archive: Path, image: str, *, sudo: bo
                       what=f"importing {image} on {node}",
                       fix="Check that containerd runs (`systemctl status containerd`) and ctr is installed")
     finally:
-        session.run(f"rm -f {qremote}")
+        try:
+            session.run(f"rm -f {qremote}")
+        except TargetError as exc:  # a lost connection must not hide the import's own error
+            log.warning("could not remove %s on %s: %s", remote, node, exc)
     listed = session.check("ctr -n k8s.io images ls -q", sudo=sudo, what=f"listing images on {node}",
                            fix="Check containerd on the node").stdout.split()
     if containerd_name(image) not in listed and image not in listed:

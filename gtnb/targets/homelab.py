@@ -99,6 +99,10 @@ def homelab_target(profile: str | Path | HomelabProfile | None = None) -> Iterat
     if not isinstance(profile, HomelabProfile):
         path = Path(profile) if profile else DEFAULT_PROFILE
         profile = load_profile(path)
+    if not profile.frontend.ca.is_file():
+        # Not fatal: preflight and toggles need no CA, only the clients of a run do.
+        log.warning("frontend.ca %s does not exist: runs will fail to verify example.local; run `gtnb certs` "
+                    "or point frontend.ca at your CA", profile.frontend.ca)
     target = HomelabTarget(profile)
     try:
         yield target

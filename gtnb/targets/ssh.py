@@ -133,7 +133,10 @@ class SshBalancer:
                     f"reloaded with it"
                 ) from exc
         finally:
-            self._ssh.run(f"rm -f {qtmp}")
+            try:
+                self._ssh.run(f"rm -f {qtmp}")
+            except BalancerError as exc:  # a lost connection must not hide what went wrong above
+                log.warning("could not remove %s on %s: %s", tmp, self._ssh.host.hostname, exc)
         got = self.installed_sha256()
         if got != want:
             raise BalancerError(f"{s.config_path} has sha256 {got} after install, expected {want}: "
