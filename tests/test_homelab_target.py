@@ -88,7 +88,9 @@ def test_open_target_homelab_from_a_profile_file(tmp_path: Path, sshd: Sshd, nod
             assert ",worker2," in target.balancer.show_stat()
         offsets = target.clock_offsets_s()
         assert set(offsets) == {"haproxy", "master1", "worker1", "worker2"}
-        assert all(abs(v) < 1.0 for v in offsets.values())  # one clock: only round-trip noise
+        # one clock: what is left is the method's error (the helper keeps it well under 1 ms,
+        # benchmarks/ssh_balancer.md); the bound here only leaves room for a loaded machine
+        assert all(abs(v) < 0.5 for v in offsets.values()), offsets
     # closed: the balancer's SSH transport is gone
     assert target.balancer._ssh._clients == []
 

@@ -12,6 +12,7 @@ from ..config import HomelabProfile, load_profile
 from ..errors import ConfigError, TargetError
 from .kube import KubeCluster
 from .ssh import SshBalancer
+from .ssh_helper import RemoteHelper
 from .ssh_session import SshSession
 
 __all__ = ["HomelabTarget", "homelab_target", "DEFAULT_PROFILE"]
@@ -77,13 +78,30 @@ class HomelabTarget:
         for node in self.profile.nodes:
             try:
                 with self.node_session(node) as s:
-                    offsets[node] = s.clock_offset_s()[0]
+                    offsets[node] = _offset(s, self.profile.balancer.python)
             except TargetError as exc:
                 log.warning("clock offset of %s not measured: %s", node, exc)
         return offsets
 
     def close(self) -> None:
         self.balancer.close()
+
+
+def _offset(session: SshSession, python: str) -> float:
+    """Read through a helper channel (no session set-up inside the measured round trip); an
+    exec per read where python is missing, which reads tens of ms late (benchmarks/ssh_balancer.md)."""
+    try:
+        helper = RemoteHelper(session, "/dev/null", sudo=False, python=python)
+    except TargetError as exc:
+        log.warning("no helper on %s (%s): clock offset by exec, biased by the session set-up",
+                    session.host.hostname, exc)
+        return session.clock_offset_s()[0]
+    try:
+        offset, rtt = helper.clock_offset_s()
+        log.info("clock offset of %s: %+.4f s (round trip %.4f s)", session.host.hostname, offset, rtt)
+        return offset
+    finally:
+        helper.close()
 
 
 @contextmanager
