@@ -37,8 +37,10 @@ EVENT_COLUMNS: dict[str, str] = {
     "pod": "str", "evidence": "str", "line_no": "Int64", "note": "str",
 }
 _TS_COLUMNS = ("ts", "logged", "end", "accepted", "ts_end")
-# How early before E1 a balancer sighting still counts (clock offsets are not perfect).
-_EARLY_S = 2.0
+# How early before E1 a balancer sighting still counts (measured clock offsets are not exact).
+# Small on purpose: servers of other pods (a toggle, an earlier rollout step) go DOWN shortly
+# before E1 too, and those are not this pod's.
+_EARLY_S = 0.2
 
 
 def apply_clock_offsets(frames: dict[str, pd.DataFrame], journal: dict[str, Any],
@@ -111,8 +113,11 @@ def find_events(run: Any) -> pd.DataFrame:
     """
     rows: list[dict[str, Any]] = []
     pod_nodes = run.journal.get("pod_nodes") or {}
-    for pod in _pods(run):
-        rows += _pod_events(run, pod, pod_nodes.get(pod) if pod else None)
+    # Pods in the order they failed their health check; a balancer line (DOWN, SH/SD) is claimed
+    # by the first pod it follows, so a rollout's pods do not all take the same line.
+    claimed: set[tuple[str, int]] = set()
+    for pod in sorted(_pods(run), key=lambda p: _e1_ts(run, p)):
+        rows += _pod_events(run, pod, pod_nodes.get(pod) if pod else None, claimed)
     if not rows:
         return empty_frame(EVENT_COLUMNS)
     ev = pd.DataFrame(rows)
@@ -146,7 +151,18 @@ def _row(event: int, name: str, hit: pd.Series, source: str, pod: str | None, no
             "note": note}
 
 
-def _pod_events(run: Any, pod: str | None, node: str | None) -> list[dict[str, Any]]:
+def _e1_ts(run: Any, pod: str | None) -> pd.Timestamp:
+    hc = _rows_of(run.frames["hc"], pod)
+    tr = hc.loc[hc["event"] == "transition", "ts"] if not hc.empty else []
+    return tr.min() if len(tr) else pd.Timestamp.max.tz_localize("UTC")
+
+
+def _unclaimed(frame: pd.DataFrame, source: str, claimed: set[tuple[str, int]]) -> pd.Series:
+    return ~frame["line_no"].map(lambda n: (source, int(n)) in claimed).astype(bool)
+
+
+def _pod_events(run: Any, pod: str | None, node: str | None,
+                claimed: set[tuple[str, int]]) -> list[dict[str, Any]]:
     hc = _rows_of(run.frames["hc"], pod)
     envoy = _rows_of(run.frames["envoy"], pod)
     agent = envoy[envoy["kind"] == "agent"] if not envoy.empty else envoy
@@ -158,7 +174,11 @@ def _pod_events(run: Any, pod: str | None, node: str | None) -> list[dict[str, A
         out.append(_row(1, "HEALTH_FAIL", e1, "hc", pod, f"{e1['from']} -> {e1['to']} ({e1['reason']})"))
     since = (e1["ts"] - pd.Timedelta(seconds=_EARLY_S)) if e1 is not None else None
 
-    out += _lb_down(run, pod, node, since)
+    if e1 is not None or pod is None:  # the balancer's view only for a pod that went away
+        down = _lb_down(run, pod, node, since, claimed)
+        out += down
+        # With no pod -> node map, the server that went DOWN is the pod's.
+        node = node or next((d["server"] for d in down if d.get("server")), None)
 
     if not hc.empty and (hit := _first(hc, hc["event"] == "drain_start")) is not None:
         out.append(_row(3, "DRAIN_START", hit, "hc", pod))
@@ -187,8 +207,10 @@ def _pod_events(run: Any, pod: str | None, node: str | None) -> list[dict[str, A
             cut &= hap["ts"] >= since
         if node is not None:
             cut &= hap["server"] == node
-        if (hit := _first(hap, cut)) is not None:
+        cut &= _unclaimed(hap, "haproxy", claimed)
+        if (e1 is not None or pod is None) and (hit := _first(hap, cut)) is not None:
             n = int(cut.fillna(False).sum())
+            claimed.add(("haproxy", int(hit["line_no"])))
             out.append(_row(4, "PROXY_KILLED", hit, "haproxy", pod,
                             f"{n} request(s) cut server-side ({hit['termination']}, status {hit['status']})"))
 
@@ -204,7 +226,8 @@ def _pod_events(run: Any, pod: str | None, node: str | None) -> list[dict[str, A
     return out
 
 
-def _lb_down(run: Any, pod: str | None, node: str | None, since: pd.Timestamp | None) -> list[dict[str, Any]]:
+def _lb_down(run: Any, pod: str | None, node: str | None, since: pd.Timestamp | None,
+             claimed: set[tuple[str, int]]) -> list[dict[str, Any]]:
     """E2 from haproxy.log and from stat.csv, with the difference between them noted."""
     out: list[dict[str, Any]] = []
     hap = run.frames["haproxy"]
@@ -215,23 +238,38 @@ def _lb_down(run: Any, pod: str | None, node: str | None, since: pd.Timestamp | 
             m &= hap["ts"] >= since
         if node is not None:
             m &= hap["server"] == node
+        m &= _unclaimed(hap, "haproxy", claimed)
         log_hit = _first(hap, m)
-    stat_hit = _stat_down(run.frames["stat"], since, node)
     if log_hit is not None:
-        out.append(_row(2, "LB_DOWN", log_hit, "haproxy", pod, f"server {log_hit['backend']}/{log_hit['server']}"))
+        node = node or str(log_hit["server"])
+    stat_hit = _stat_down(run.frames["stat"], since, node, claimed)
+    if log_hit is not None:
+        claimed.add(("haproxy", int(log_hit["line_no"])))
+        note = f"server {log_hit['backend']}/{log_hit['server']}"
+        # on-marked-down shutdown-sessions: HAProxy itself cuts the sessions at DOWN (state D*).
+        term = hap["termination"].fillna("").astype(str)
+        cut = ((hap["kind"] == "request") & term.str.startswith("D") & (hap["server"] == log_hit["server"])
+               & (hap["accepted"] <= log_hit["ts"]) & (hap["ts"] >= log_hit["ts"]))  # in flight at DOWN
+        if cut.any():
+            note += (f"; {int(cut.sum())} request(s) cut by HAProxy at DOWN (shutdown-sessions, "
+                     f"{term[cut].iloc[0]}, status {hap.loc[cut, 'status'].iloc[0]})")
+        out.append(_row(2, "LB_DOWN", log_hit, "haproxy", pod, note))
+        out[-1]["server"] = str(log_hit["server"])
     if stat_hit is not None:
+        claimed.add(("stat", int(stat_hit["line_no"])))
         note = f"server {stat_hit['pxname']}/{stat_hit['svname']} status {stat_hit['status']}"
         if log_hit is not None:
             diff = (stat_hit["ts"] - log_hit["ts"]).total_seconds()
             note += f"; stat.csv saw it {diff:+.3f} s after haproxy.log (sampling period bounds it)"
         row = {"event": 2, "name": "LB_DOWN", "ts": stat_hit["ts"], "source": "stat", "pod": pod,
                "evidence": f"stat.csv line {stat_hit['line_no']}: {stat_hit['svname']} {stat_hit['status']}",
-               "line_no": stat_hit["line_no"], "note": note}
+               "line_no": stat_hit["line_no"], "note": note, "server": str(stat_hit["svname"])}
         out.append(row)
     return out
 
 
-def _stat_down(stat: pd.DataFrame, since: pd.Timestamp | None, node: str | None) -> pd.Series | None:
+def _stat_down(stat: pd.DataFrame, since: pd.Timestamp | None, node: str | None,
+               claimed: set[tuple[str, int]]) -> pd.Series | None:
     """The first sample where a server's state went from UP to DOWN."""
     if stat.empty or "svname" not in stat:
         return None
@@ -245,6 +283,7 @@ def _stat_down(stat: pd.DataFrame, since: pd.Timestamp | None, node: str | None)
         went = (state == "DOWN") & (prev == "UP")
         if since is not None:
             went &= g["ts"] >= since
+        went &= _unclaimed(g, "stat", claimed)
         hit = _first(g, went)
         if hit is not None and (best is None or hit["ts"] < best["ts"]):
             best = hit

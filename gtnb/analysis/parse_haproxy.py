@@ -69,6 +69,7 @@ _CHECK = re.compile(
     r"(?:\[\w+\] )?Health check for (?:backup )?server (?P<be>[^/\s]+)/(?P<srv>\S+) "
     r"(?P<result>\w+)(?:.*?reason: (?P<reason>[^,]+))?(?:.*?code: (?P<code>\d+))?"
     r"(?:.*?info: \"(?P<info>[^\"]*)\")?(?:.*?status: (?P<status>[^.]+(?:\.\d+)?[^.]*))?")
+_STDERR = re.compile(r"\[(?:WARNING|NOTICE|ALERT)\]\s+\(\d+\)\s*:")
 _REQUEST = re.compile(
     r"(?P<client>\S+:\d+) \[(?P<acc>\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d(?:\.\d+)?)\] (?P<fe>\S+) "
     r"(?P<be>[^/\s]+)/(?P<srv>\S+) (?P<tr>-?\d+)/(?P<tw>-?\d+)/(?P<tc>-?\d+)/(?P<trr>-?\d+)/"
@@ -148,6 +149,8 @@ def _parse(raw: str, year: int) -> dict[str, object] | str:
                    path=path, protocol=protocol)
     elif "ts" in rec:
         rec["kind"] = "other"
+    elif _STDERR.match(msg):
+        return "HAProxy's own stderr message without a time (its logged copy carries one)"
     else:
         return "not a HAProxy log line (no time, no known message)"
     return rec
