@@ -93,3 +93,25 @@ def test_events_csv(tmp_path: Path) -> None:
     assert rows[0]["ts"].endswith("Z") and float(rows[0]["t"]) == 0.0
     assert set(rows[0]) >= {"event", "name", "ts", "t", "source", "pod", "evidence"}
     assert "event=transition" in rows[0]["evidence"]
+
+
+def test_rollout_pods_each_claim_their_own_down_line(tmp_path: Path) -> None:
+    """S3: two pods fail one after the other; each gets the DOWN line that followed it."""
+    d = tmp_path / "S3-current"
+    d.mkdir()
+    (d / "hc.log").write_text(
+        "ts=2026-12-01T00:33:06.980Z level=info pod=igw-a event=transition from=SERVING to=TERMINATING reason=sigterm\n"
+        "ts=2026-12-01T00:33:13.739Z level=info pod=igw-b event=transition from=SERVING to=TERMINATING reason=sigterm\n")
+    (d / "haproxy.log").write_text(
+        "2026-12-01T00:33:05.000000+00:00 Server be/worker2 is DOWN, reason: Layer4 connection problem. 1 active.\n"
+        "2026-12-01T00:33:12.824214+00:00 Server be/master1 is DOWN, reason: Layer4 connection problem. 2 active.\n"
+        "2026-12-01T00:33:14.003179+00:00 127.0.0.1:54384 [01/Dec/2026:00:33:12.000] fe~ be/master1 0/0/2003/-1/2003 502 209 - - DH-- 3/3/2/0/2 0/0 \"GET /fast HTTP/1.1\"\n"
+        "2026-12-01T00:33:19.307907+00:00 Server be/worker1 is DOWN, reason: Layer4 connection problem. 2 active.\n")
+    (d / "run.json").write_text(json.dumps({"scenario": "S3", "mode": "current", "killed_pod": None}))
+    ev = load_run(d).events
+    down = ev[ev["name"] == "LB_DOWN"].set_index("pod")
+    # worker2 went DOWN before either pod failed: nobody's. Each pod gets the next DOWN.
+    assert down.loc["igw-a", "note"].startswith("server be/master1")
+    assert "1 request(s) cut by HAProxy at DOWN (shutdown-sessions, DH--, status 502)" in down.loc["igw-a", "note"]
+    assert down.loc["igw-b", "note"].startswith("server be/worker1")
+    assert down.loc["igw-b", "t"] > down.loc["igw-a", "t"] > 0
