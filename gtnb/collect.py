@@ -299,8 +299,10 @@ class Collectors:
             if old is None:
                 self.runlog(f"pod {name} seen: {pod.phase}, node {pod.node}, mode {pod.mode}, "
                             f"ready {pod.ready}")
-            elif (old.phase, old.ready, old.node) != (pod.phase, pod.ready, pod.node):
+            elif (old.phase, old.node) != (pod.phase, pod.node):
                 self.runlog(f"pod {name}: {old.phase} -> {pod.phase}, ready {pod.ready}, node {pod.node}")
+            elif old.ready != pod.ready:
+                self.runlog(f"pod {name} {'ready' if pod.ready else 'not ready'} ({pod.phase}, node {pod.node})")
             self._pods_seen[name] = pod
         for name, old in self._pods_seen.items():
             if name not in now and old.phase != "Gone":

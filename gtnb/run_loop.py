@@ -268,7 +268,7 @@ class _Run:
 
         total = self.params["duration_s"]
         bar = tqdm(total=total, unit="s", desc=f"{self.sc.name} {self.mode}", disable=not self.progress,
-                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s {postfix}", file=sys.stderr)
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s{postfix}", file=sys.stderr)
         try:
             yield bar
         finally:

@@ -221,6 +221,30 @@ def test_s4_improved_stream_completes(lab) -> None:
 
 
 @pytest.mark.lab
+@pytest.mark.timeout(240)
+def test_failed_run_says_where_and_restores_replicas(lab) -> None:
+    from gtnb.errors import RunError
+
+    state, arts, target = lab
+    cluster = target.cluster  # type: ignore[attr-defined]
+    cluster.scale(2)
+    wait_until(lambda: len([p for p in cluster.pods() if p.ready]) == 2 and len(cluster.pods()) == 2,
+               timeout_s=120, what="2 ready pods")
+    # A real failure, no injection: the drained pod cannot be gone within 1 ms of the answer.
+    with pytest.raises(RunError, match="waiting for pod .* to be gone") as info:
+        _run(lab, "S1", "improved", duration_s=4, kill_after_s=1, pod_gone_timeout_s=0.001)
+    run_dir = info.value.run_dir  # type: ignore[attr-defined]
+    journal = json.loads((run_dir / "run.json").read_text())
+    assert (journal["status"], journal["step"]) == ("failed", "wait_pod_gone")
+    assert "RunError" in journal["error"] and journal["restored"]["replicas"] == 2
+    (row,) = _client(run_dir)
+    assert _ok(row)  # what was measured before the failure is kept
+    assert (run_dir / "stat.csv").stat().st_size > 0 and journal["stat_jitter_s"]["samples"] > 0
+    assert "run failed" in (run_dir / "run.log").read_text()
+    wait_until(lambda: len([p for p in cluster.pods() if p.ready]) == 2, timeout_s=60, what="2 pods again")
+
+
+@pytest.mark.lab
 @pytest.mark.timeout(300)
 def test_interrupted_run_leaves_journal_and_restores_the_lab_and_holds_the_lock(lab) -> None:
     state, arts, target = lab
