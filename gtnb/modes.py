@@ -15,14 +15,14 @@ on the local lab and on the homelab (KubeCluster + SshBalancer):
    force-deletes the old-mode pods with a 5 s grace period, as the seed does, or raises
    RolloutDeadlock with the seed's fix;
 5. verify: every pod carries the mode label, the installed config's sha256 is the rendered
-   one's, and HAProxy reports UP every server whose node has a Ready pod.
+   one's, and HAProxy reports UP every server whose node has a Ready pod — and has checked every
+   server since its reload (a fresh worker counts each server UP until its first check: a
+   request sent to a node without a pod then got a 503 after 3 s of retries).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 import time
 from collections.abc import Callable
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BalancerError, ConfigError, RolloutDeadlock, RolloutError
+from .haproxy_stat import IGW_BACKEND, backend_servers, server_is_up, wait_servers_up
 from .targets.base import Pod, RolloutStatus, Target
 
 __all__ = [
@@ -52,9 +53,8 @@ __all__ = [
 MODES = ("current", "improved")
 DEADLOCK_POLICIES = ("force-delete", "report")
 FORCE_DELETE_GRACE_S = 5.0  # the seed's `kubectl delete pod --grace-period=5`
-IGW_BACKEND = "istio-http-backend"  # the HAProxy backend whose servers are named after the nodes
 DEADLOCK_AFTER_S = 5.0  # a Pending surge pod is normal for a moment; for this long it is stuck
-VERIFY_TIMEOUT_S = 30.0  # HAProxy needs `rise` passing checks (current: 2 x 2 s) to see a pod UP
+VERIFY_TIMEOUT_S = 30.0  # HAProxy needs passing checks (current: inter 2 s) to see a pod UP
 POLL_S = 0.25
 
 DEADLOCK_FIX = (
@@ -117,34 +117,6 @@ def load_mode(name: str) -> Mode:
         if not path.is_file():
             raise ConfigError(f"mode {name}: {path} is missing: is the checkout complete?")
     return mode
-
-
-def backend_servers(stat: str, backend: str = IGW_BACKEND) -> dict[str, dict[str, str]]:
-    """Read a `show stat` CSV by header name: server name -> its row, for one backend.
-
-    Parameters:
-        stat: what the admin socket's `show stat` printed (first line `# pxname,svname,...`).
-        backend: the backend (`pxname`) whose servers to return.
-
-    Returns:
-        One dict per server (FRONTEND/BACKEND rows left out), keyed by column name.
-    """
-    rows = csv.DictReader(io.StringIO(stat.lstrip("# ")))
-    return {
-        r["svname"]: r
-        for r in rows
-        if r.get("pxname") == backend and r.get("svname") not in ("FRONTEND", "BACKEND", None)
-    }
-
-
-def server_is_up(row: dict[str, str]) -> bool:
-    """True when a `show stat` server row is UP *and* its last check passed.
-
-    Right after a reload HAProxy 2.6 shows every checked server as `UP 1/2` (`UP 1/3` with fall
-    3) with check_status `INI`, even one with nothing behind it, until its first check runs
-    (0.5-1.5 s here): "UP" alone proves nothing then.
-    """
-    return row.get("status") == "UP" and row.get("check_status", "").endswith("OK")
 
 
 def find_deadlock(pods: list[Pod], mode: str) -> tuple[list[Pod], list[Pod]]:
@@ -383,26 +355,10 @@ def _verify(target: Target, mode: str, cfg_sha: str, timeout_s: float, say: Log)
     expected = sorted({str(p.node) for p in pods if p.ready and p.phase == "Running" and p.node})
     say(f"verify: {len(pods)} pod(s) labelled mode={mode}; installed config sha256 {cfg_sha[:12]} as rendered; "
         f"waiting for HAProxy to see {', '.join(expected) or 'no server'} UP")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        servers = backend_servers(target.balancer.show_stat())
-        missing = [n for n in expected if n not in servers]
-        if missing:
-            raise BalancerError(
-                f"verification failed: HAProxy backend {IGW_BACKEND} has no server {', '.join(missing)} "
-                f"(it has {', '.join(servers) or 'none'}): the config's server names must be the node names"
-            )
-        down = [n for n in expected if not server_is_up(servers[n])]
-        if not down:
-            say("verify: HAProxy sees " + ", ".join(f"{n} {servers[n]['status']}" for n in expected))
-            return pods, expected
-        if time.monotonic() >= deadline:
-            raise BalancerError(
-                f"verification failed: after {timeout_s:g} s HAProxy still does not see "
-                + ", ".join(f"{n} UP (status {servers[n].get('status')}, check {servers[n].get('check_status')})" for n in down)
-                + ": is the hc sidecar answering on port 15080 of those nodes?"
-            )
-        time.sleep(POLL_S)
+    servers = wait_servers_up(target.balancer, expected, timeout_s=timeout_s, backend=IGW_BACKEND)
+    say("verify: HAProxy sees " + ", ".join(f"{n} {servers[n]['status']}" for n in expected)
+        + "; every server checked since the reload")
+    return pods, expected
 
 
 def _describe(p: Pod) -> str:

@@ -290,3 +290,26 @@ def test_process_reload_checks_the_live_file_first(lab: Lab) -> None:
     lab.proc.config_path.write_text(lab.config(header="v5"))
     assert lab.proc.reload().reloads == before.reloads + 1
     assert _get(lab.port)[2] == "v5"
+
+
+def test_wait_servers_up_waits_until_every_server_is_checked(lab: Lab) -> None:
+    from gtnb.haproxy_stat import wait_servers_up
+
+    # s1 is checked at once, the dead s2 (nothing listens on port 1) only after ~1.5 s: right
+    # after the reload HAProxy counts s2 UP without having checked it.
+    text = lab.config().replace(
+        f"server s1 127.0.0.1:{lab.backend_port} check inter 500ms rise 1 fall 2",
+        f"server s1 127.0.0.1:{lab.backend_port} check inter 200ms rise 1\n"
+        "    server s2 127.0.0.1:1 check inter 4s",
+    )
+    assert "server s2" in text
+    lab.balancer.install_config(text)
+    first = {r["svname"]: r for r in _rows(lab.balancer.show_stat()) if r["pxname"] == "be"}
+    assert first["s2"]["check_status"] == "INI" and first["s2"]["status"].startswith("UP"), first["s2"]  # the hazard
+    servers = wait_servers_up(lab.balancer, ["s1"], timeout_s=20, backend="be")
+    assert servers["s1"]["status"] == "UP"
+    assert servers["s2"]["check_status"] != "INI" and servers["s2"]["status"] == "DOWN", servers["s2"]
+    with pytest.raises(BalancerError, match="no server s9"):
+        wait_servers_up(lab.balancer, ["s9"], timeout_s=1, backend="be")
+    with pytest.raises(BalancerError, match=r"s2 UP \(status DOWN, check L4CON\)"):
+        wait_servers_up(lab.balancer, ["s2"], timeout_s=0.5, backend="be")

@@ -178,6 +178,7 @@ def _check_toggled(target: object, result: ToggleResult, mode: str) -> None:
     servers = backend_servers(target.balancer.show_stat())  # type: ignore[attr-defined]
     assert set(result.servers_up) == {p.node for p in pods}
     assert all(server_is_up(servers[n]) for n in result.servers_up), servers
+    assert not [n for n, row in servers.items() if row["check_status"] == "INI"], servers  # all checked
     assert set(result.pods) == {p.name for p in pods}
     assert _get_status(target) == 200
 
@@ -225,8 +226,11 @@ def test_failed_verification_is_a_clear_error(lab: object) -> None:
     message = str(err.value)
     assert "verification failed" in message and "worker1 UP" in message and "L4" in message, message
     assert "worker2" not in message.split("still does not see")[1]  # only the wrong one is named
-    # The right values put it back.
+    # The right values put it back: a reload and no rollout, so the toggle returns soon after the
+    # reload. Requests right away must all succeed, the one round robin sends to master1 (no
+    # pod) too: the toggle waits until HAProxy has checked every server.
     _check_toggled(lab, toggle(lab, mode, progress=False, timeout_s=WAIT_S), mode)  # type: ignore[arg-type]
+    assert [_get_status(lab) for _ in range(3)] == [200, 200, 200]
 
 
 @pytest.mark.lab
