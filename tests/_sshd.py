@@ -8,6 +8,7 @@ front of a small HTTP backend thread. Everything is stopped and waited for at th
 
 from __future__ import annotations
 
+import getpass
 import http.server
 import os
 import shutil
@@ -25,6 +26,7 @@ from gtnb._wait import wait_until
 from gtnb.config import BalancerSettings, FrontendSettings, SshHost
 
 SSHD = "/usr/sbin/sshd"
+USER = getpass.getuser()  # root here; as another user sshd runs unprivileged and logs in only as it
 ADDRS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 HAPROXY = "/usr/sbin/haproxy"
 
@@ -60,9 +62,9 @@ class Sshd:
 
     def host(self, *, jump: bool = False, known_hosts: Path | None = None, accept_unknown: bool = False,
              addr: str = "127.0.0.1") -> SshHost:
-        hop = SshHost(name="jump", hostname="127.0.0.1", port=self.port, user="root",
+        hop = SshHost(name="jump", hostname="127.0.0.1", port=self.port, user=USER,
                       identity_files=(self.client_key,), known_hosts=self.known_hosts)
-        return SshHost(name="node", hostname=addr, port=self.port, user="root",
+        return SshHost(name="node", hostname=addr, port=self.port, user=USER,
                        identity_files=(self.client_key,), jump=hop if jump else None,
                        known_hosts=known_hosts or self.known_hosts, accept_unknown_host_keys=accept_unknown)
 
@@ -71,7 +73,8 @@ class Sshd:
 def running_sshd(tmp: Path) -> Iterator[Sshd]:
     """Start sshd on 127.0.0.1:<free port>; yield it; stop and reap it."""
     tmp.mkdir(parents=True, exist_ok=True)
-    os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory (Debian path)
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory (Debian path)
     host_key, client_key = tmp / "host_key", tmp / "client_key"
     host_pub = keygen(host_key)
     client_pub = keygen(client_key)

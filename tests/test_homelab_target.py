@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from _kubestub import Stub, running_stub
-from _sshd import Node, Sshd, free_port, running_haproxy, running_sshd
+from _sshd import USER, Node, Sshd, free_port, running_haproxy, running_sshd
 from gtnb.certs import ensure_certs
 from gtnb.haproxy_config import render_haproxy_config
 from gtnb.targets import Target, open_target
@@ -44,11 +44,11 @@ def stub(tmp_path: Path) -> Iterator[Stub]:
 
 def _profile_file(tmp_path: Path, sshd: Sshd, node: Node, stub: Stub) -> Path:
     _, pem = ensure_certs(tmp_path / "certs")
-    ssh = {"user": "root", "port": sshd.port, "identity_file": str(sshd.client_key),
+    ssh = {"user": USER, "port": sshd.port, "identity_file": str(sshd.client_key),
            "known_hosts": str(sshd.known_hosts)}
     doc = {
         "kube": {"context": "stub", "kubeconfig": str(stub.kubeconfig)},
-        "balancer": {"ssh": {"host": "127.0.0.1", "jump": f"root@127.0.0.1:{sshd.port}", **ssh},
+        "balancer": {"ssh": {"host": "127.0.0.1", "jump": f"{USER}@127.0.0.1:{sshd.port}", **ssh},
                      "sudo": False, "admin_socket": str(node.admin_sock), "config_path": str(node.cfg_path),
                      "reload_command": f"kill -USR2 {node.proc.pid}", "haproxy_bin": "/usr/sbin/haproxy",
                      "log_command": f"tail -F -n 0 {node.log_path}", "reload_timeout_s": 15},

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from _sshd import Sshd, install_tool, running_sshd
+from _sshd import USER, Sshd, install_tool, running_sshd
 from gtnb.config import HomelabProfile, parse_profile
 from gtnb.errors import ConfigError, TargetError
 from gtnb.images import build_images, containerd_name, sideload
@@ -83,7 +83,7 @@ def docker(tmp_path: Path, rec: Path) -> str:
 
 
 def _profile(sshd: Sshd) -> HomelabProfile:
-    ssh = {"user": "root", "port": sshd.port, "identity_file": str(sshd.client_key),
+    ssh = {"user": USER, "port": sshd.port, "identity_file": str(sshd.client_key),
            "known_hosts": str(sshd.known_hosts)}
     return parse_profile({
         "kube": {"context": "homelab"},

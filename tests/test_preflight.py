@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from _kubestub import Stub, pod, running_stub
-from _sshd import Node, Sshd, install_tool, running_haproxy, running_sshd
+from _sshd import USER, Node, Sshd, install_tool, running_haproxy, running_sshd
 from gtnb.config import parse_profile
 from gtnb.errors import PreflightError
 from gtnb.preflight import FIXES, preflight, require_preflight
@@ -57,7 +57,7 @@ def stub(tmp_path: Path) -> Iterator[Stub]:
 
 @pytest.fixture
 def homelab(sshd: Sshd, node: Node, stub: Stub) -> Iterator[HomelabTarget]:
-    ssh = {"user": "root", "port": sshd.port, "identity_file": str(sshd.client_key),
+    ssh = {"user": USER, "port": sshd.port, "identity_file": str(sshd.client_key),
            "known_hosts": str(sshd.known_hosts)}
     profile = parse_profile({
         "kube": {"context": "stub", "kubeconfig": str(stub.kubeconfig)},
