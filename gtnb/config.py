@@ -52,10 +52,11 @@ DEFAULT_LOG_COMMAND = "journalctl -fu haproxy -o short-iso-precise -n 0 --no-pag
 _GTNB_VAR = re.compile(r"^GTNB_[A-Z0-9_]+$")
 # A reload keeps established connections; these words stop or restart HAProxy, which on the
 # homelab also cuts the control plane's 6443 frontend (the seed's troubleshooting row).
-_FORBIDDEN_RELOAD = re.compile(r"(^|[\s;&|])(restart|try-restart|force-reload|stop|start|disable|mask)(\s|$|;)")
-_HARD_STOP_FLAG = re.compile(r"(^|\s)-s[t]\b")
-_KILL = re.compile(r"(^|[\s;&|])kill\b")
-_KILL_OK = re.compile(r"\bkill\s+(-s\s+)?-?(SIG)?(USR2|HUP)\b")
+# Words that stop or restart a service, wherever they sit in a token (`reload-or-restart`,
+# `try-restart`, `haproxy-stop`); plus `start`/`force-reload` (restart when no reload exists).
+_STOPPING = re.compile(r"restart|stop|^start$|^force-reload$|^disable$|^mask$|^-st$", re.I)
+# kill is fine only with the signals HAProxy's master takes as reload.
+_RELOAD_SIGNALS = {"-USR2", "-SIGUSR2", "-HUP", "-SIGHUP", "-1", "-12", "USR2", "SIGUSR2", "HUP", "SIGHUP"}
 
 
 @dataclass(frozen=True)
@@ -256,15 +257,18 @@ def ensure_reload_command(command: str, *, where: str = "profile") -> str:
            "a restart drops every connection, the control plane's 6443 frontend included")
     if not command.strip():
         raise ConfigError(f"{where}: balancer.reload_command is empty: {fix}")
-    if _FORBIDDEN_RELOAD.search(command) or _HARD_STOP_FLAG.search(command):
-        raise ConfigError(f"{where}: balancer.reload_command {command!r} restarts or stops HAProxy: {fix}")
-    if _KILL.search(command) and not _KILL_OK.search(command):
-        raise ConfigError(f"{where}: balancer.reload_command {command!r} sends a signal that stops "
-                          f"HAProxy: {fix}")
     try:
-        shlex.split(command)
+        tokens = shlex.split(command)
     except ValueError as exc:
         raise ConfigError(f"{where}: balancer.reload_command {command!r} is not valid shell: {exc}") from exc
+    words = [w for t in tokens for w in re.split(r"[;&|()]+", t) if w]
+    if any(_STOPPING.search(w) for w in words):
+        raise ConfigError(f"{where}: balancer.reload_command {command!r} restarts or stops HAProxy: {fix}")
+    for i, w in enumerate(words):
+        if w == "kill":
+            if not any(a.upper() in _RELOAD_SIGNALS for a in words[i + 1:i + 3]):  # `-USR2` or `-s USR2`
+                raise ConfigError(f"{where}: balancer.reload_command {command!r} sends a signal that stops "
+                                  f"HAProxy: {fix}")
     return command
 
 

@@ -88,6 +88,10 @@ def test_proxyjump_chain_is_resolved_hop_by_hop(tmp_path: Path) -> None:
         (_with(["balancer", "reload_command"], "systemctl stop haproxy; systemctl start haproxy"), ["stop"]),
         (_with(["balancer", "reload_command"], "haproxy -f /etc/haproxy/haproxy.cfg -st 42"), ["-st 42"]),
         (_with(["balancer", "reload_command"], "kill -9 1234"), ["signal"]),
+        (_with(["balancer", "reload_command"], "kill 1234"), ["signal"]),
+        (_with(["balancer", "reload_command"], "systemctl reload-or-restart haproxy"), ["restarts"]),
+        (_with(["balancer", "reload_command"], "service haproxy restart"), ["restarts"]),
+        (_with(["balancer", "reload_command"], "systemctl reload haproxy||systemctl restart haproxy"), ["restarts"]),
         (_with(["balancer", "admin_socket"], "run/haproxy/admin.sock"), ["admin_socket", "absolute"]),
         (_with(["frontend", "port"], 70000), ["frontend.port", "1..65535"]),
         (_with(["balancer", "ssh", "port"], "22"), ["balancer.ssh.port", "1..65535"]),
@@ -126,6 +130,9 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         "sudo systemctl reload haproxy.service",
         "kill -USR2 $(cat /run/haproxy.pid)",
         "echo reload | socat stdio UNIX-CONNECT:/run/haproxy-master.sock",
+        "kill -s USR2 1234",
+        "kill -HUP $(cat /run/haproxy.pid)",
+        "haproxy -f /etc/haproxy/haproxy.cfg -p /run/haproxy.pid -sf $(cat /run/haproxy.pid)",
     ],
 )
 def test_reload_commands_that_reload_are_accepted(command: str) -> None:
