@@ -61,31 +61,51 @@ def _rolled_out(cluster: Cluster, replicas: int) -> bool:
     return rs.complete and rs.desired == replicas and len(pods) == replicas and all(p.ready for p in pods)
 
 
-def test_up_status_request_down_leaves_nothing(tmp_path: Path) -> None:
-    state = tmp_path / "lab"
-    text = lab_up(state, taint_master=True)
+def test_two_labs_up_side_by_side_then_down_leave_nothing(tmp_path: Path) -> None:
+    states = [tmp_path / "a", tmp_path / "b"]
+    texts: dict[Path, str | BaseException] = {}
+
+    def up(state: Path, taint: bool) -> None:
+        try:
+            texts[state] = lab_up(state, taint_master=taint)
+        except BaseException as exc:  # re-raised below, in the test's thread
+            texts[state] = exc
+
+    # Started at the same moment: the index lock must give them different 127.N.0.0/24.
+    threads = [threading.Thread(target=up, args=(s, s.name == "a")) for s in states]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT_S * 2)
+    pids: set[int] = set()
     try:
-        assert "lab up in" in text
-        pids = _lab_pids(state)
+        for state in states:
+            if isinstance(texts.get(state), BaseException):
+                raise texts[state]  # type: ignore[misc]
+            assert "lab up in" in str(texts[state])
+            pids |= _lab_pids(state)
+        indexes = {json.loads((s / "lab.json").read_text())["index"] for s in states}
+        assert len(indexes) == 2
         names = {psutil.Process(p).name() for p in pids}
         assert "haproxy" in names and "envoy" in names, names
-        status = lab_status(state)
+        status = lab_status(states[0])
         assert "mode current" in status
         pod_lines = [line for line in status.splitlines() if line.startswith("service-a-igw-")]
         assert len(pod_lines) == 2 and all(" current " in line and " Running " in line for line in pod_lines), status
         assert all(line.endswith(" UP (L7OK)") for line in pod_lines), status
         assert "master1" not in " ".join(pod_lines) and "unschedulable" in status  # tainted
-        assert "lab already up" in lab_up(state)
-        target = LocalTarget(state)
-        r = _get(target, "/fast")
-        assert r.status_code == 200
-        backend_log = (state / "backend.log").read_text()
-        assert "/fast" in backend_log
+        assert "lab already up" in lab_up(states[0])
+        for state in states:
+            r = _get(LocalTarget(state), "/fast")
+            assert r.status_code == 200
+            # The backend logs a request once it is done: its line may trail the response a bit.
+            wait_until(lambda s=state: "path=/fast" in (s / "backend.log").read_text(), timeout_s=10,
+                       what="the backend to log the request")
     finally:
-        down = lab_down(state)
-    assert "down in" in down and "leftover" not in down
+        downs = [lab_down(s) for s in states]
+    assert all("down in" in d and "leftover" not in d for d in downs), downs
     assert not _alive(pids)
-    assert "no lab running" in lab_status(state)
+    assert "no lab running" in lab_status(states[0])
 
 
 @pytest.fixture(scope="module")
