@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 
-from ..errors import BalancerError, TargetError
+from ..errors import BalancerError
 from .ssh_session import SshSession, sudo_wrap
 
 __all__ = ["RemoteHelper", "HELPER_SCRIPT"]
