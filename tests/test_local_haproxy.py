@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from gtnb._wait import wait_until
-from gtnb.errors import BalancerError, LabError
+from gtnb.errors import BalancerError, ConfigError, LabError
 from gtnb.targets.base import Balancer, Frontend
 from gtnb.targets.local.haproxy import (
     HaproxyProcess,
@@ -260,7 +260,7 @@ def test_follow_log_yields_new_lines_and_stops(lab: Lab) -> None:
 def test_start_refuses_broken_config_and_starts_nothing(tmp_path: Path) -> None:
     proc = HaproxyProcess(tmp_path / "lab")
     with pytest.raises(BalancerError, match="unknown keyword"):
-        proc.start("global\n    bogus-keyword 1\n")
+        proc.start(f"global\n    stats socket {proc.admin_sock} mode 600 level admin\n    bogus-keyword 1\n")
     assert proc.pid is None and not proc.running
 
 
@@ -313,3 +313,16 @@ def test_wait_servers_up_waits_until_every_server_is_checked(lab: Lab) -> None:
         wait_servers_up(lab.balancer, ["s9"], timeout_s=1, backend="be")
     with pytest.raises(BalancerError, match=r"s2 UP \(status DOWN, check L4CON\)"):
         wait_servers_up(lab.balancer, ["s2"], timeout_s=0.5, backend="be")
+
+
+def test_config_without_the_admin_socket_is_refused_up_front(lab: Lab, tmp_path: Path) -> None:
+    moved = lab.config().replace(f"{lab.state}/haproxy/admin.sock", f"{tmp_path}/elsewhere.sock")
+    with pytest.raises(ConfigError, match="GTNB_ADMIN_SOCKET="):
+        lab.balancer.install_config(moved)
+    with pytest.raises(ConfigError, match="needs `level admin`"):
+        lab.balancer.install_config(lab.config().replace("level admin", "level user"))
+    assert lab.balancer.installed_sha256() == sha256_text(lab.config())
+    other = HaproxyProcess(tmp_path / "other")
+    with pytest.raises(ConfigError, match="found: none"):
+        other.start("global\n    maxconn 10\n")
+    assert other.pid is None

@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -35,7 +36,7 @@ from pathlib import Path
 import psutil
 
 from ..._wait import wait_until
-from ...errors import BalancerError, LabError
+from ...errors import BalancerError, ConfigError, LabError
 from ...haproxy_config import check_config, find_haproxy
 from ..base import Frontend
 from .haproxy_cli import RELOAD_TIMEOUT_S, ProcInfo, admin_command, admin_pid, haproxy_version, master_proc_info, reload_master
@@ -45,6 +46,7 @@ __all__ = [
     "LocalBalancer",
     "ProcInfo",
     "admin_command",
+    "ensure_admin_socket",
     "haproxy_version",
     "master_proc_info",
     "reload_master",
@@ -87,6 +89,27 @@ def _install_lock(state_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+_STATS_SOCKET = re.compile(r'^\s*stats\s+socket\s+"?([^"\s]+)"?(.*)$', re.M)
+
+
+def ensure_admin_socket(text: str, admin_sock: Path) -> str:
+    """Return `text` if it declares `stats socket <admin_sock> ... level admin`, else raise.
+
+    The lab reads `show stat` and verifies reloads on that socket; a config that moves or drops
+    it would only show up as a reload timeout, so it is refused before it runs.
+    """
+    declared = {path: rest for path, rest in _STATS_SOCKET.findall(text)}
+    if str(admin_sock) not in declared:
+        found = ", ".join(declared) or "none"
+        raise ConfigError(
+            f"the HAProxy config must declare `stats socket {admin_sock} mode 600 level admin` (found: {found}): "
+            f"render it with GTNB_ADMIN_SOCKET={admin_sock}"
+        )
+    if "level admin" not in declared[str(admin_sock)]:
+        raise ConfigError(f"the HAProxy config's stats socket {admin_sock} needs `level admin`: add it to that line")
+    return text
+
+
 def _child_setup() -> None:
     # Between fork and exec: own process group (a terminal's Ctrl-C goes to our owner, which
     # stops HAProxy in order), and death with the thread that started us, so a SIGKILLed owner
@@ -96,7 +119,8 @@ def _child_setup() -> None:
 
 
 class HaproxyProcess:
-    """One master-worker HAProxy, our attached child.
+    """One master-worker HAProxy, our attached child. Start it from a long-lived thread: the
+    kernel's PDEATHSIG fires when the *thread* that forked it exits.
 
     Parameters:
         state_dir: the lab's state directory; files go to `haproxy/` in it and `haproxy.log`.
@@ -131,6 +155,7 @@ class HaproxyProcess:
         """
         if self.running:
             raise LabError(f"HAProxy already runs (pid {self.pid}) for {self.state_dir}: stop it first")
+        ensure_admin_socket(text, self.admin_sock)
         check_config(text, self.haproxy)
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         for stale in (self.master_sock, self.admin_sock, self.pid_file):
@@ -261,6 +286,7 @@ class LocalBalancer:
             The sha256 of the installed file. Raises BalancerError quoting haproxy when the check
             fails (the running HAProxy untouched), or naming the failure after a restore.
         """
+        ensure_admin_socket(text, self.admin_sock)
         check_config(text, self.haproxy)  # a refused config never reaches the live file
         new_sha = sha256_text(text)
         with _install_lock(self.state_dir):
