@@ -303,6 +303,25 @@ def test_crashing_container_fails_up_with_its_log(tmp_path: Path) -> None:
     assert not _alive(_all_pids_of(record))
 
 
+def test_saved_manifest_that_no_longer_loads_falls_back_to_the_repo_one(tmp_path: Path) -> None:
+    state = tmp_path / "lab"
+    state.mkdir()
+    text = manifest_path("improved").read_text()
+    stale = text.replace("terminationGracePeriodSeconds: 210", "terminationGracePeriodSeconds: soon")
+    assert stale != text
+    (state / "deployment.json").write_text(json.dumps(
+        {"manifest": stale, "source": "old.yaml", "mode": "improved", "replicas": 1, "restarted_at": None}))
+    try:
+        lab_up(state)
+        status = lab_status(state)
+        pod_lines = [line for line in status.splitlines() if line.startswith("service-a-igw-")]
+        assert "mode improved" in status and len(pod_lines) == 1, status
+        said = (state / "supervisor.log").read_text()
+        assert "the saved manifest no longer loads" in said and "21-igw-improved.yaml instead" in said
+    finally:
+        lab_down(state)
+
+
 def _all_pids_of(record: dict) -> set[int]:
     pids = {record["pid"]}
     for key, value in record["pids"].items():

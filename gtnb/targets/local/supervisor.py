@@ -128,7 +128,7 @@ class Supervisor:
         self._load_deployment()
         self._start_haproxy()
         self.controller = Controller(a, self.state.root, self.spawner, self.schedulable, on_change=self._changed)
-        self._apply(self.deployment["manifest"], self.deployment["source"], keep_replicas=True)
+        self._restore()
         self.api = ApiServer(a.api, 7000, self._routes())
         self.api.start()
         log.info("api: serving on %s", a.api_url)
@@ -154,18 +154,40 @@ class Supervisor:
             raise LabError(f"backend exited with code {self.backend.returncode}: see {self.state.backend_log}")
         log.info("backend: answers on http://%s/healthz", listen)
 
-    def _load_deployment(self) -> None:
+    def _default_deployment(self, mode: str) -> dict[str, Any]:
+        path = REPO_ROOT / "manifests" / MANIFESTS[mode]
         try:
-            self.deployment = json.loads(self.state.deployment_json.read_text())
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path} ({exc.strerror}): is the checkout complete?") from exc
+        return {"manifest": text, "source": str(path), "mode": mode, "replicas": None, "restarted_at": None}
+
+    def _load_deployment(self) -> None:
+        """The deployment the lab was last in (deployment.json), else the first start's mode."""
+        try:
+            saved = json.loads(self.state.deployment_json.read_text())
+            if not isinstance(saved.get("manifest"), str) or saved.get("mode") not in MODES:
+                raise ValueError("no manifest text or mode in it")
+            self.deployment = saved
             log.info("deployment: restoring mode %s from %s", self.mode(), self.state.deployment_json)
         except FileNotFoundError:
-            path = REPO_ROOT / "manifests" / MANIFESTS[self.initial_mode]
-            try:
-                text = path.read_text()
-            except OSError as exc:
-                raise ConfigError(f"cannot read {path} ({exc.strerror}): is the checkout complete?") from exc
-            self.deployment = {"manifest": text, "source": str(path), "replicas": None, "restarted_at": None}
-            log.info("deployment: first start, mode %s from %s", self.initial_mode, path)
+            self.deployment = self._default_deployment(self.initial_mode)
+            log.info("deployment: first start, mode %s from %s", self.initial_mode, self.deployment["source"])
+        except (OSError, ValueError, AttributeError) as exc:
+            self.deployment = self._default_deployment(self.initial_mode)
+            log.warning("deployment: %s is unreadable (%s); starting in mode %s from %s",
+                        self.state.deployment_json, exc, self.initial_mode, self.deployment["source"])
+
+    def _restore(self) -> None:
+        """Apply the saved deployment; if its manifest no longer loads (the rules changed since),
+        fall back to the repository's manifest of the same mode, keeping the replicas."""
+        try:
+            self._apply(self.deployment["manifest"], self.deployment["source"], keep_replicas=True)
+        except ConfigError as exc:
+            fresh = self._default_deployment(self.mode())
+            log.warning("deployment: the saved manifest no longer loads (%s); applying %s instead", exc, fresh["source"])
+            self.deployment = {**fresh, "replicas": self.deployment.get("replicas")}
+            self._apply(self.deployment["manifest"], self.deployment["source"], keep_replicas=True)
 
     def _start_haproxy(self) -> None:
         from ...haproxy_config import render_haproxy_config
