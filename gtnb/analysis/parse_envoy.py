@@ -259,12 +259,15 @@ def _frame_of(tok: pd.DataFrame, layout: tuple[bool, bool], nos: np.ndarray) -> 
     p = int(layout[0]) + int(layout[1])
     at = _positions(p)
     tok = tok.reset_index(drop=True)
-    ts = to_utc(tok[p].astype(str).str.slice(1, -1))
+    # "[START_TIME]" -> START_TIME (a plain comprehension: str.slice is 3x slower here).
+    ts = to_utc(pd.Series([v[1:-1] if isinstance(v, str) else None for v in tok[p].to_numpy(object)],
+                          dtype=object))
     req = _split_request(tok[at["request"]])
+    pod, container = _pod_parts(tok[0]) if layout[0] else (None, None)
     data: dict[str, object] = {
         "ts": ts,
-        "pod": _pod_part(tok[0], 0) if layout[0] else None,
-        "container": _pod_part(tok[0], 1) if layout[0] else None,
+        "pod": pod,
+        "container": container,
         "kind": np.full(len(tok), "access", dtype=object),
         "method": req[0], "path": req[1], "protocol": req[2],
         "line_no": np.asarray(nos, dtype="int64"),
@@ -290,30 +293,26 @@ def _numeric(values: pd.Series) -> pd.Series:
     return pd.Series(np.append(conv, np.nan)[codes])
 
 
-def _by_unique(values: pd.Series, fn) -> pd.Series:
-    """Apply `fn` to each distinct value once (prefixes and request lines repeat a lot)."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    mapped = np.array([fn(u) for u in uniques] + [None], dtype=object)
-    return pd.Series(mapped[codes], dtype=object)
+def _take_str(codes: np.ndarray, values: list[str | None]) -> pd.Series:
+    """A str Series of values[codes] (-1 = NA), built without checking each row again."""
+    arr = pd.array(values + [None], dtype="str")
+    return pd.Series(arr.take(np.where(codes < 0, len(values), codes)))
 
 
-def _pod_part(prefix: pd.Series, i: int) -> pd.Series:
-    """"[pod/<pod>/<container>]" -> the pod (i=0) or the container (i=1)."""
-    def part(p: object) -> str | None:
-        inner = str(p)[5:-1].split("/", 1)
-        return inner[i] if len(inner) == 2 else None
-    return _by_unique(prefix, part)
+def _pod_parts(prefix: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """"[pod/<pod>/<container>]" -> (pod, container), each distinct prefix split once."""
+    codes, uniques = pd.factorize(prefix, use_na_sentinel=True)
+    parts = [str(u)[5:-1].split("/", 1) for u in uniques]
+    return (_take_str(codes, [p[0] if len(p) == 2 else None for p in parts]),
+            _take_str(codes, [p[1] if len(p) == 2 else None for p in parts]))
 
 
 def _split_request(request: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     """"GET /x HTTP/1.1" -> method, path, protocol (each distinct request line split once)."""
     codes, uniques = pd.factorize(request, use_na_sentinel=True)
     split = [str(u).split(" ") for u in uniques]
-    cols = []
-    for i in range(3):
-        mapped = np.array([b[i] if len(b) == 3 else None for b in split] + [None], dtype=object)
-        cols.append(pd.Series(mapped[codes], dtype=object))
-    return cols[0], cols[1], cols[2]
+    m, pa, pr = ([b[i] if len(b) == 3 else None for b in split] for i in range(3))
+    return _take_str(codes, m), _take_str(codes, pa), _take_str(codes, pr)
 
 
 def _parse_line(raw: str, no: int, rows: dict[str, list[object]]) -> str | None:
