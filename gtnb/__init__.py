@@ -31,4 +31,13 @@ __all__ = [
     "RunError",
     "RunLockedError",
     "ArtifactError",
+    "load_run",
 ]
+
+
+def __getattr__(name: str):  # lazy: `import gtnb` (and the CLI) must not pull in pandas
+    if name == "load_run":
+        from .analysis import load_run
+
+        return load_run
+    raise AttributeError(f"module 'gtnb' has no attribute {name!r}")
