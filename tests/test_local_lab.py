@@ -89,7 +89,7 @@ def test_two_labs_up_side_by_side_then_down_leave_nothing(tmp_path: Path) -> Non
         names = {psutil.Process(p).name() for p in pids}
         assert "haproxy" in names and "envoy" in names, names
         status = lab_status(states[0])
-        assert "mode current" in status
+        assert "deployment mode current, HAProxy config current" in status
         pod_lines = [line for line in status.splitlines() if line.startswith("service-a-igw-")]
         assert len(pod_lines) == 2 and all(" current " in line and " Running " in line for line in pod_lines), status
         assert all(line.endswith(" UP (L7OK)") for line in pod_lines), status
@@ -315,7 +315,7 @@ def test_saved_manifest_that_no_longer_loads_falls_back_to_the_repo_one(tmp_path
         lab_up(state)
         status = lab_status(state)
         pod_lines = [line for line in status.splitlines() if line.startswith("service-a-igw-")]
-        assert "mode improved" in status and len(pod_lines) == 1, status
+        assert "deployment mode improved, HAProxy config improved" in status and len(pod_lines) == 1, status
         said = (state / "supervisor.log").read_text()
         assert "the saved manifest no longer loads" in said and "21-igw-improved.yaml instead" in said
     finally:

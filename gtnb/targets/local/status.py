@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 
+from ...errors import GtnbError
 from .addresses import HAPROXY_HTTPS_PORT, LabAddresses
 from .client import LocalCluster
 from .haproxy import admin_command
@@ -83,6 +84,22 @@ def show_stat_rows(state_dir: Path) -> dict[str, dict[str, str]]:
     return out
 
 
+def _config_mode(state: LabState, a: LabAddresses) -> str:
+    """Which mode's config HAProxy runs: the installed file compared with each mode's rendering."""
+    from ...haproxy_config import MODES, render_haproxy_config
+    from .values import haproxy_values
+
+    try:
+        installed = (state.haproxy_dir / "haproxy.cfg").read_text()
+        values = haproxy_values(a, state.root)
+        for mode in MODES:
+            if render_haproxy_config(mode, values) == installed:
+                return mode
+    except (OSError, GtnbError):
+        return "unknown"
+    return "custom (neither mode's rendering)"
+
+
 def lab_status(state_dir: str | Path | None = None) -> str:
     """Describe the lab: addresses, pods (mode, node, phase, readiness) and HAProxy's view.
 
@@ -107,19 +124,20 @@ def lab_status(state_dir: str | Path | None = None) -> str:
     rs = status["rollout"]
     lines = [
         f"lab {a.index} {status['status']} in {state.root} (supervisor pid {status['pid']})",
-        f"mode {status['mode']}; https://example.local via {a.haproxy}:{HAPROXY_HTTPS_PORT}; "
+        f"deployment mode {status['mode']}, HAProxy config {_config_mode(state, a)}; "
+        f"https://example.local via {a.haproxy}:{HAPROXY_HTTPS_PORT}; "
         f"api {a.api_url}; backend {a.backend_listen}",
         f"rollout: {rs['updated']}/{rs['desired']} updated, {rs['ready']} ready, {rs['old']} old"
         + (f", pending {', '.join(rs['pending'])}" if rs["pending"] else ""),
         "",
-        f"{'POD':<34} {'MODE':<9} {'NODE':<8} {'PHASE':<12} {'READY':<6} HAPROXY",
+        f"{'POD':<34} {'MODE':<9} {'NODE':<8} {'PHASE':<24} {'READY':<6} HAPROXY",
     ]
     pods = cluster.pods()
     for p in pods:
         row = rows.get(p.node or "") if p.node else None
         view = f"{row.get('status', '?')} ({row.get('check_status', '?')})" if row else "-"
         phase = p.phase + (f" ({p.reason})" if p.reason else "")
-        lines.append(f"{p.name:<34} {p.mode or '-':<9} {p.node or '-':<8} {phase:<12} {str(p.ready).lower():<6} {view}")
+        lines.append(f"{p.name:<34} {p.mode or '-':<9} {p.node or '-':<8} {phase:<24} {str(p.ready).lower():<6} {view}")
     lines.append("")
     for node in cluster.nodes():
         holder = next((p.name for p in pods if p.node == node.name), "no pod")
