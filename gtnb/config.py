@@ -68,6 +68,7 @@ class KubeSettings:
     istio_namespace: str = "istio-system"
     deadlock_policy: str = "force-delete"  # force-delete old-mode pods (grace 5 s) or report only
     rollout_timeout_s: float = 180.0
+    expected_version: str | None = None  # every node's kubelet, checked by preflight (e.g. v1.30.6)
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def parse_profile(data: Any, *, path: Path = Path("<profile>")) -> HomelabProfil
 
     k = _mapping(root.get("kube"), "kube", where)
     _known(k, {"context", "kubeconfig", "namespace", "deployment", "istio_namespace",
-               "deadlock_policy", "rollout_timeout_s"}, "kube.", where)
+               "deadlock_policy", "rollout_timeout_s", "expected_version"}, "kube.", where)
     policy = _str(k, "deadlock_policy", "kube", where, "force-delete")
     if policy not in DEADLOCK_POLICIES:
         raise ConfigError(
@@ -161,6 +162,7 @@ def parse_profile(data: Any, *, path: Path = Path("<profile>")) -> HomelabProfil
         istio_namespace=_str(k, "istio_namespace", "kube", where, "istio-system"),
         deadlock_policy=policy,
         rollout_timeout_s=_positive(k, "rollout_timeout_s", "kube", where, 180.0),
+        expected_version=_str(k, "expected_version", "kube", where, None),
     )
 
     b = _mapping(root.get("balancer"), "balancer", where)

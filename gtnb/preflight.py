@@ -96,12 +96,15 @@ def preflight(target: Target, *, expected_version: str | None = None) -> Preflig
 
     Parameters:
         target: an open Target (local or homelab).
-        expected_version: the kubelet version every node must run (e.g. "v1.30.6"); None accepts
-            any version as long as the nodes agree.
+        expected_version: the kubelet version every node must run (e.g. "v1.30.6"); default the
+            profile's kube.expected_version; None accepts any version as long as the nodes agree.
 
     Returns:
         The PreflightResult: `.ok`, one Check per line, printable and shown as a table in notebooks.
     """
+    profile = getattr(target, "profile", None)
+    if expected_version is None and profile is not None:
+        expected_version = profile.kube.expected_version
     checks = (
         _guard("nodes", lambda: _nodes(target, expected_version)),
         _guard("istiod", lambda: _istiod(target)),

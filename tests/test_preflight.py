@@ -92,13 +92,17 @@ def test_homelab_all_four_pass(homelab: HomelabTarget) -> None:
 def test_homelab_failures_name_what_was_seen_and_the_seed_fix(homelab: HomelabTarget, sshd: Sshd, stub: Stub) -> None:
     stub.state.not_ready_nodes = {"worker2"}
     stub.state.istiod_ready = False
+    from dataclasses import replace
+
+    homelab.profile = replace(homelab.profile, kube=replace(homelab.profile.kube, expected_version="v1.31.0"))
     # An IGW pod is ready on worker1, but HAProxy's worker1 points at a closed port: DOWN.
     stub.state.pods["igw-2"] = pod("igw-2", node="worker1")
     (sshd.dir / "crictl-127.0.0.3").write_text(HEADER + "docker.io/library/service-a-backend dev 0123 52MB\n")
     result = preflight(homelab)
     assert not result.ok
     by = {c.name: c for c in result.checks}
-    assert by["nodes"].status == "fail" and "not Ready: worker2" in by["nodes"].seen
+    assert by["nodes"].status == "fail" and "(expected v1.31.0)" in by["nodes"].seen  # from the profile
+    assert "worker2 NotReady" in by["nodes"].seen
     assert by["istiod"].status == "fail" and "0/1" in by["istiod"].seen
     assert by["haproxy"].status == "fail" and "worker1=DOWN" in by["haproxy"].seen
     assert "has a ready IGW pod" in by["haproxy"].seen and "L4TOUT" in by["haproxy"].fix

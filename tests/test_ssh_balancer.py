@@ -268,3 +268,20 @@ def test_follow_strips_pty_colours_and_stops_the_remote_command(sshd: Sshd) -> N
 
         # closing the channel hangs up the pty: the remote command does not outlive the follow
         wait_until(lambda: not remote_alive(), timeout_s=10, what="the remote follow command to end")
+
+
+def test_haproxy_not_running_leaves_the_previous_file_and_says_so(sshd: Sshd, node: Node) -> None:
+    # HAProxy is down (its master gone): the reload cannot work, the restore's reload neither.
+    # gtnb must put the previous file back, never start or restart anything, and say what to do.
+    original = node.cfg_path.read_text()
+    node.proc.terminate()
+    node.proc.wait(timeout=15)
+    b = SshBalancer(node.settings(sshd.host(), reload_timeout_s=2.0), node.frontend())
+    try:
+        with pytest.raises(BalancerError) as info:
+            b.install_config(node.config(extra="# while haproxy is down\n"))
+    finally:
+        b.close()
+    msg = str(info.value)
+    assert "reloading HAProxy failed" in msg and "restored" in msg and "systemctl status haproxy" in msg
+    assert node.cfg_path.read_text() == original

@@ -43,6 +43,15 @@ class HomelabTarget:
         log.info("homelab target: kube context %s, HAProxy node %s", k.context or "(current)",
                  profile.balancer.ssh)
 
+    @property
+    def deadlock_policy(self) -> str:
+        """The profile's answer to the anti-affinity deadlock, for `toggle(..., deadlock_policy=)`."""
+        return self.profile.kube.deadlock_policy
+
+    @property
+    def rollout_timeout_s(self) -> float:
+        return self.profile.kube.rollout_timeout_s
+
     def haproxy_values(self) -> dict[str, str]:
         """HOMELAB_DEFAULTS, then what the profile implies (frontend, admin socket, node
         addresses), then the profile's own haproxy_values, which win."""

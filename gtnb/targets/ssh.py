@@ -127,7 +127,14 @@ class SshBalancer:
                                         "`haproxy -c` itself; the new (checked) config stays in place") from exc
                 log.warning("install failed after the live file changed; restoring: %s", exc)
                 self._replace_live(backup, "restoring the backed-up config")
-                self._reload()
+                try:
+                    self._reload()
+                except BalancerError as again:
+                    raise BalancerError(
+                        f"{exc} -- the previous config file was restored from {s.config_path}.gtnb-bak, but "
+                        f"reloading it failed too: {again}. HAProxy may not be running: check "
+                        f"`systemctl status haproxy` on the node (reload or start it by hand; gtnb never restarts it)"
+                    ) from exc
                 raise BalancerError(
                     f"{exc} -- the previous config was restored from {s.config_path}.gtnb-bak and HAProxy "
                     f"reloaded with it"
