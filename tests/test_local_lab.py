@@ -101,6 +101,12 @@ def test_two_labs_up_side_by_side_then_down_leave_nothing(tmp_path: Path) -> Non
             # The backend logs a request once it is done: its line may trail the response a bit.
             wait_until(lambda s=state: "path=/fast" in (s / "backend.log").read_text(), timeout_s=10,
                        what="the backend to log the request")
+        # HAProxy dying under a running lab is noticed and said, not silently ignored.
+        record = json.loads((states[1] / "lab.json").read_text())
+        os.kill(record["pids"]["haproxy"], signal.SIGKILL)
+        wait_until(lambda: "HAProxy exited" in (json.loads((states[1] / "lab.json").read_text())["error"] or ""),
+                   timeout_s=10, what="the supervisor to notice HAProxy's death")
+        assert "lab degraded: HAProxy exited" in (states[1] / "supervisor.log").read_text()
     finally:
         downs = [lab_down(s) for s in states]
     assert all("down in" in d and "leftover" not in d for d in downs), downs

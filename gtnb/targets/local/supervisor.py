@@ -78,6 +78,7 @@ class Supervisor:
         self.error: str | None = None
         self.started_at = time.time()
         self._version_cache: dict[str, str] = {}
+        self._started = False
 
     # -- lab.json ------------------------------------------------------------------------------
 
@@ -134,6 +135,7 @@ class Supervisor:
         log.info("api: serving on %s", a.api_url)
         self.controller.start()
         self.status = "serving"
+        self._started = True
         self.publish()
         log.info("lab %d: serving (mode %s); pods are being started", a.index, self.mode())
 
@@ -300,6 +302,20 @@ class Supervisor:
         except OSError:
             log.exception("could not write %s", self.state.lab_json)
 
+    def watch(self) -> None:
+        """Notice (once) when the backend or HAProxy died under a running lab: say so in
+        supervisor.log and lab.json instead of leaving a lab that silently answers nothing."""
+        dead = []
+        if self.backend is not None and not self.backend.running:
+            dead.append(f"backend exited with code {self.backend.returncode} (see {self.state.backend_log})")
+        if self.haproxy is not None and not self.haproxy.running:
+            dead.append(f"HAProxy exited (see {self.state.haproxy_log})")
+        error = "; ".join(dead) or None
+        if error and error != self.error:
+            self.error = error
+            log.error("lab degraded: %s; `gtnb lab down` and `gtnb lab up` restart it", error)
+            self.publish()
+
     # -- stop ----------------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -322,7 +338,8 @@ class Supervisor:
         if self.api is not None:
             self.api.close()
         self.spawner.close()
-        self.status = "down" if self.error is None else "failed"
+        # "failed" only for a lab that never served; a degraded lab that stops is "down".
+        self.status = "down" if self._started else "failed"
         self.publish()
         log.info("lab: down")
         if self.index_lock is not None:
@@ -381,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sup.start()
         while not sup.stopping.wait(0.5):
-            pass
+            sup.watch()
     except GtnbError as exc:
         sup.error = str(exc)
         log.error("lab failed to start: %s", exc)
