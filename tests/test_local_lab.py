@@ -107,6 +107,7 @@ def test_two_labs_up_side_by_side_then_down_leave_nothing(tmp_path: Path) -> Non
         wait_until(lambda: "HAProxy exited" in (json.loads((states[1] / "lab.json").read_text())["error"] or ""),
                    timeout_s=10, what="the supervisor to notice HAProxy's death")
         assert "lab degraded: HAProxy exited" in (states[1] / "supervisor.log").read_text()
+        assert "DEGRADED: HAProxy exited" in lab_status(states[1])
     finally:
         downs = [lab_down(s) for s in states]
     assert all("down in" in d and "leftover" not in d for d in downs), downs

@@ -147,4 +147,6 @@ def lab_status(state_dir: str | Path | None = None) -> str:
         lines.append(f"node {node.name:<8} {node.address:<14} {holder}{sched}; HAProxy server: {view}")
     if stat_error:
         lines.append(f"HAProxy admin socket: {stat_error}")
+    if status.get("error"):
+        lines.insert(1, f"DEGRADED: {status['error']}")
     return "\n".join(lines)
