@@ -87,3 +87,38 @@ def test_bad_scenario_mode_and_pairs_are_named(tmp_path: Path) -> None:
     other = _run(tmp_path, "S4", "improved")
     with pytest.raises(ConfigError, match="same scenario"):
         compare(cur, other)
+
+
+# --- on the real local lab ----------------------------------------------------------------------
+# Two short S1 runs on real HAProxy + Envoy: the analysis must see the cut in current mode, the
+# completed request in improved mode, S2's FSM order and bounds, and the pair must hold.
+
+
+@pytest.fixture(scope="module")
+def lab_runs(tmp_path_factory: pytest.TempPathFactory):
+    from gtnb.scenarios import run
+    from gtnb.targets import open_target
+
+    state, arts = tmp_path_factory.mktemp("lab"), tmp_path_factory.mktemp("artifacts")
+    with open_target("local", state_dir=state):
+        cur = run("S1", "current", state_dir=state, artifacts=arts, progress=False, duration_s=8, kill_after_s=2)
+        imp = run("S1", "improved", state_dir=state, artifacts=arts, progress=False, duration_s=8, kill_after_s=2)
+    return load_run(cur), load_run(imp)
+
+
+@pytest.mark.lab
+def test_real_lab_runs_judged(lab_runs) -> None:
+    cur, imp = lab_runs
+    for run in (cur, imp):
+        assert not run.skipped.get("hc") and not run.skipped.get("envoy"), run.summary()
+        assert {"HEALTH_FAIL", "DRAIN_START", "POD_EXIT"} <= set(run.events["name"]), run.summary()
+    # Current mode's DOWN may come after the run stopped collecting (the pod is gone by then);
+    # improved mode's comes first, inside the run.
+    assert "LB_DOWN" in set(imp.events["name"]), imp.summary()
+    vc, vi = verdict(cur), verdict(imp)
+    assert vc.ok and vc.cut, str(vc)
+    assert vi.ok and vi.cut is False, str(vi)
+    s2 = verdict(imp, scenario="S2")
+    assert s2.ok, str(s2)
+    assert compare(cur, imp).holds
+    assert "CONNS_ZERO" in set(imp.events["name"]) and "PROXY_KILLED" in set(cur.events["name"])
