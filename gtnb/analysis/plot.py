@@ -167,7 +167,7 @@ def _status_color(status: str) -> str:
     return STATUS_COLORS.get(status.strip(), OTHER_STATUS)
 
 
-def _haproxy_lane(ax: Axes, view: RunView) -> None:
+def _haproxy_lane(ax: Axes, view: RunView, xlim: tuple[float, float]) -> None:
     ax.set_ylabel("HAProxy", rotation=0, ha="right", va="center")
     s = view.servers.dropna(subset=["t"]).sort_values("t")
     if s.empty:
@@ -186,7 +186,8 @@ def _haproxy_lane(ax: Axes, view: RunView) -> None:
                 end = t[j] if j < len(t) else t[-1] + (t[-1] - t[-2] if len(t) > 1 else 0.2)
                 ax.broken_barh([(t[start], end - t[start])], (i - 0.35, 0.7),
                                color=_status_color(st[start]), lw=0)
-                if st[start].strip() != "UP" and end - t[start] > 0:
+                # Name a non-UP span only where its name fits (~7 % of the axis).
+                if st[start].strip() != "UP" and end - t[start] > 0.07 * (xlim[1] - xlim[0]):
                     ax.text(t[start], i, f" {st[start]}", va="center", fontsize=7, color="#212121")
                 start = j
     ax.set_yticks(range(len(names)), names, fontsize=7)
@@ -219,7 +220,7 @@ def _draw(fig: Figure, gs: Any, view: RunView, xlim: tuple[float, float], *,
     _client_lane(cl_ax, view, xlim)
     if load:
         _rate_lane(axes[2], view, xlim)
-    _haproxy_lane(hp_ax, view)
+    _haproxy_lane(hp_ax, view, xlim)
     for ax in axes:
         _event_lines(ax, view) if ax is not ev_ax else None
         ax.set_xlim(*xlim)
