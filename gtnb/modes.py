@@ -239,8 +239,8 @@ def _install_cfg(target: Target, m: Mode, say: Log) -> str:
     try:
         installed = target.balancer.install_config(text)
     except BalancerError as exc:
-        say(f"haproxy: config refused, the running HAProxy is untouched: {exc}")
-        raise BalancerError(f"toggle to {m.name} stopped before any change: {exc}") from exc
+        say(f"haproxy: config not installed, the manifest is not applied: {exc}")
+        raise BalancerError(f"toggle to {m.name} stopped before applying the manifest: {exc}") from exc
     if installed != sha:
         raise BalancerError(
             f"the balancer installed a config with sha256 {installed[:12]}, not the rendered {m.haproxy_cfg.name} "
