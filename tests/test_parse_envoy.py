@@ -25,6 +25,7 @@ def test_prefixed_lines_of_every_kind() -> None:
     assert (acc["method"], acc["path"], acc["protocol"], acc["status"]) == ("GET", "/sleep?seconds=12", "HTTP/1.1", 200)
     assert acc["duration_ms"] == 12003 and acc["request_id"] == "req-1"
     assert acc["end"] - acc["ts"] == pd.Timedelta(milliseconds=12003)
+    assert acc["logged"] == pd.Timestamp("2026-06-28T10:15:00Z")  # the kubectl prefix
     assert frame.loc[frame["kind"] == "envoy", "message"].item() == "caught ENVOY_SIGTERM"
     assert "Aborting proxy" in set(frame["message"])
     agent = frame[frame["message"] == "Aborting proxy"].iloc[0]

@@ -9,8 +9,7 @@ strings). Lines may come in any order: the frame is sorted by the line's own tim
 Frame columns (one row per line, sorted by `ts`, ties in file order):
 
     ts                datetime64[ns, UTC]  the line's own time (access log: START_TIME)
-    logged            datetime64[ns, UTC]  the kubectl --timestamps prefix (NaT without one,
-                                           and for access-log rows read by the fast path)
+    logged            datetime64[ns, UTC]  the kubectl --timestamps prefix (NaT without one)
     pod               str     from the `[pod/...]`/stern prefix (NaN without one)
     container         str
     kind              str     agent | envoy | access
@@ -36,7 +35,6 @@ benchmarks/parse_envoy.py.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 
@@ -266,6 +264,7 @@ def _frame_of(tok: pd.DataFrame, layout: tuple[bool, bool], nos: np.ndarray) -> 
     pod, container = _pod_parts(tok[0]) if layout[0] else (None, None)
     data: dict[str, object] = {
         "ts": ts,
+        "logged": to_utc(tok[p - 1]) if layout[1] else None,
         "pod": pod,
         "container": container,
         "kind": np.full(len(tok), "access", dtype=object),

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 
-from ._lines import TS_DTYPE, ParseResult, Skipped, Source, read_lines, skipped, split_prefixes, to_utc, typed_frame
+from ._lines import TS_DTYPE, ParseResult, Skipped, Source, read_lines, skipped, split_prefixes, typed_frame
 
 __all__ = ["parse_hc", "HC_COLUMNS"]
 
