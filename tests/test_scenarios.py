@@ -271,9 +271,10 @@ def test_interrupted_run_leaves_journal_and_restores_the_lab_and_holds_the_lock(
         # A second run against the same lab refuses, naming the first.
         with pytest.raises(RunLockedError, match=rf"pid {child.pid}, run {run_dir}"):
             _run(lab, "S1", "improved", duration_s=8, kill_after_s=2)
+        # (haproxy.log stays empty until a request ends or a server changes state.)
         wait_until(lambda: all((run_dir / n).exists() and (run_dir / n).stat().st_size > 0
-                               for n in ("stat.csv", "hc.log", "haproxy.log")),
-                   timeout_s=60, what="the collectors to write")
+                               for n in ("stat.csv", "hc.log")),
+                   timeout_s=40, what="the collectors to write")
         child.send_signal(signal.SIGINT)
         _, err = child.communicate(timeout=240)
     finally:
