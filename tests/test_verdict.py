@@ -122,3 +122,21 @@ def test_real_lab_runs_judged(lab_runs) -> None:
     assert s2.ok, str(s2)
     assert compare(cur, imp).holds
     assert "CONNS_ZERO" in set(imp.events["name"]) and "PROXY_KILLED" in set(cur.events["name"])
+
+
+def test_seed_runs_are_judged_on_what_they_recorded(tmp_path: Path) -> None:
+    import shutil
+
+    fix = Path(__file__).parent / "fixtures" / "analysis"
+    d = tmp_path / "20260628-101500" / "S1-rerun"
+    shutil.copytree(fix / "seed-s1", d)
+    run = load_run(d)
+    with pytest.raises(ConfigError, match="pass mode='current'"):
+        verdict(run)  # the seed's directory names no mode
+    v = verdict(run, mode="current")
+    assert v.ok and v.cut and "502" in v.outcome
+    assert [c.ok for c in v.checks] == [None, True]  # no hc.log: the kill timing is not judged
+    assert not verdict(run, mode="improved").ok
+    # An hc.log that is there but never shows E1 fails the timing check instead.
+    (d / "hc.log").write_text("")
+    assert [c.ok for c in verdict(load_run(d), mode="current").checks] == [False, True]

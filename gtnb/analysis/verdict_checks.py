@@ -86,9 +86,17 @@ def primary_events(run: Any) -> dict[str, pd.Series]:
     return out
 
 
+def _no_hc_file(run: Any) -> bool:
+    """True when the run has no hc.log at all (seed runs), as opposed to an empty one."""
+    return any(n.startswith("hc.log missing") for n in run.notes)
+
+
 def _kill_check(run: Any, row: pd.Series | None) -> Check:
     """The termination happened while the request was in flight (else nothing was tested)."""
     e1 = primary_events(run).get("HEALTH_FAIL")
+    if e1 is None and row is not None and _no_hc_file(run):
+        return Check("termination during the request", "E1 while the request was in flight",
+                     "no hc.log in this run (a seed run?): not judged", None)
     if row is None or e1 is None:
         seen = "no client request" if row is None else "no HEALTH_FAIL (E1) in hc.log"
         return Check("termination during the request", "E1 while the request was in flight", seen, False)
@@ -183,8 +191,11 @@ def s3_checks(run: Any, mode: str) -> tuple[list[Check], str, bool | None]:
     five = int((client["status"].astype("Float64") >= 500).fillna(False).sum()) if n else 0
     outcome = f"{len(failed)} of {n} requests cut" + (f" ({how})" if how else "") + f", {five} 5xx"
     pods = run.events[run.events["name"] == "HEALTH_FAIL"]["pod"].nunique() if not run.events.empty else 0
-    checks = [Check("load ran", "> 0 requests", f"{n} requests", n > 0),
-              Check("pods replaced", ">= 1 pod terminated (HEALTH_FAIL seen)", f"{pods} pod(s)", pods >= 1)]
+    replaced = Check("pods replaced", ">= 1 pod terminated (HEALTH_FAIL seen)", f"{pods} pod(s)", pods >= 1)
+    if pods == 0 and _no_hc_file(run):
+        replaced = Check("pods replaced", ">= 1 pod terminated (HEALTH_FAIL seen)",
+                         "no hc.log in this run (a seed run?): not judged", None)
+    checks = [Check("load ran", "> 0 requests", f"{n} requests", n > 0), replaced]
     if mode == "current":
         checks.append(Check("requests cut during the rollout", "> 0 failed (5xx or connection errors)",
                             f"{len(failed)} failed" + (f" ({how})" if how else ""), len(failed) > 0))
