@@ -224,7 +224,10 @@ def _index_row(root: Path, run_dir: Path) -> str:
     if isinstance(v, dict):
         verdict = ("<span class='ok'>holds</span>" if v.get("ok")
                    else "<span class='bad'>does not hold</span>")
-        verdict = f"<span title='{html.escape(str(v.get('text', '')))}'>{verdict}</span>"
+        # The verdict's first line says what the client saw ("S1 current: cut: http_5xx ...").
+        first = str(v.get("text", "")).splitlines()[0] if v.get("text") else ""
+        verdict = (f"<span title='{html.escape(str(v.get('text', '')))}'>{verdict}</span>"
+                   f"<br><small>{html.escape(first.partition(': ')[2] or first)}</small>")
     else:
         verdict = "—"
     status = str(j.get("status"))

@@ -16,7 +16,7 @@ from bs4 import BeautifulSoup
 from synthetic_runs import write_run
 
 from gtnb.analysis import load_run, verdict
-from gtnb.report import find_runs, notebook_html, render_index, render_report, render_reports
+from gtnb.report import find_runs, notebook_html, render_index, render_reports
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -53,8 +53,8 @@ def reported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     root = tmp_path_factory.mktemp("artifacts")
     ok = write_run(root, "S1", "improved", stamp="20261201-002000")
     failed = write_run(root, "S1", "current", status="failed", stamp="20261201-002100")
-    render_report(ok)
-    render_report(failed)
+    paths = render_reports([ok, failed], artifacts=root)  # what `gtnb report` calls
+    assert paths == [ok / "report.html", failed / "report.html", root / "index.html"]
     return root, ok, failed
 
 
@@ -113,3 +113,25 @@ def test_render_reports_rejects_a_non_run_dir(tmp_path: Path) -> None:
 
     with pytest.raises(ArtifactError, match="has no run.json"):
         render_reports([tmp_path], artifacts=tmp_path)
+
+
+def test_an_analysis_step_that_raises_still_gets_its_report(tmp_path: Path) -> None:
+    """A failing analysis cell is shown and recorded; finish() renders the report, then raises."""
+    from gtnb import notebook as nb
+    from gtnb.errors import RunError
+
+    run_dir = write_run(tmp_path, "S1", "improved")
+    p = nb.parameters("S1", mode="current", run_dir=str(run_dir))
+    outcome = nb.run_or_load(p)
+
+    @nb.guarded("a broken step")
+    def broken() -> None:
+        raise ValueError("column 'x' is missing")
+
+    assert broken() is None  # the notebook goes on to its last cell
+    assert nb.PROBLEMS == ["a broken step: ValueError: column 'x' is missing"]
+    with pytest.raises(RunError, match="analysis failed: a broken step: ValueError"):
+        nb.finish(outcome, p)
+    assert (run_dir / "report.html").exists()
+    nb.parameters("S1", mode="current", run_dir=str(run_dir))  # a new notebook run starts clean
+    assert nb.PROBLEMS == []
