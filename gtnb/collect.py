@@ -215,8 +215,8 @@ class Collectors:
         """Stop every collector, close the files and summarize.
 
         Returns:
-            {"stat_interval_s", "stat_jitter_s", "lines": {file: n}, "pods": [...], "errors": [...],
-             "cpu_s": CPU seconds the collector threads used}.
+            {"stat_interval_s", "stat_jitter_s", "lines": {file: n}, "pods": [...],
+             "pod_nodes": {pod: node}, "errors": [...], "cpu_s": CPU seconds the collector threads used}.
         """
         self._stop.set()
         deadline = time.monotonic() + timeout_s
@@ -238,6 +238,7 @@ class Collectors:
             "stat_jitter_s": self._jitter.summary(self.stat_interval_s),
             "lines": {name: f.lines for name, f in self._files.items()},
             "pods": sorted(self._pods_seen),
+            "pod_nodes": {name: pod.node for name, pod in sorted(self._pods_seen.items()) if pod.node},
             "errors": list(self.errors),
             "cpu_s": round(self._cpu_s, 4),
         }

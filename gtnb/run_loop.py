@@ -116,7 +116,14 @@ class _Run:
             before = (lab_mode(pods), self.cluster.rollout_status().desired)
             self.journal.update(lab_before={"mode": before[0], "replicas": before[1]})
             self.journal.update(versions={**self.cluster.versions(), **self.balancer.versions()},
-                                clock_offsets_s={"haproxy": self.balancer.clock_offset_s()})
+                                clock_offsets_s=self._clock_offsets())
+            if getattr(self.target, "name", "local") != "local":
+                # The homelab is someone's cluster: the seed's four checks come before any change.
+                from .preflight import require_preflight
+
+                self._step("preflight")
+                result = require_preflight(self.target)
+                self.runlog(f"preflight: {result}")
             self._step("toggle")
             self._toggle(self.mode)
             self._step("scale")
@@ -162,6 +169,14 @@ class _Run:
 
     def _step(self, name: str) -> None:
         self.journal.step(name)
+
+    def _clock_offsets(self) -> dict[str, float]:
+        # The homelab measures every host (nodes stamp the pods' log lines); the local lab has
+        # one clock, and the balancer's offset is all the protocol offers.
+        every_host = getattr(self.target, "clock_offsets_s", None)
+        if callable(every_host):
+            return dict(every_host())
+        return {"haproxy": self.balancer.clock_offset_s()}
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -251,6 +266,7 @@ class _Run:
         collectors, self.collectors = self.collectors, None
         summary = collectors.stop()
         self.journal.update(stat_interval_s=summary["stat_interval_s"], stat_jitter_s=summary["stat_jitter_s"],
+                            pod_nodes=summary["pod_nodes"],
                             collected={k: summary[k] for k in ("lines", "pods", "errors", "cpu_s")})
 
     def _write_client(self) -> None:

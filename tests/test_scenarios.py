@@ -127,6 +127,10 @@ def _well_formed(run_dir: Path, scenario: str, mode: str) -> dict:
     assert (journal["status"], journal["step"], journal["error"]) == ("completed", "write_artifacts", None)
     assert journal["sha256"]["haproxy_cfg"] and journal["versions"]
     assert journal["stat_interval_s"] == 0.2 and journal["stat_jitter_s"]["samples"] > 5
+    assert journal["clock_offsets_s"] == {"haproxy": 0.0}
+    assert set(journal["pod_nodes"].values()) <= {"master1", "worker1", "worker2"}
+    if journal["killed_pod"]:
+        assert journal["killed_pod"] in journal["pod_nodes"]
     with open(run_dir / "stat.csv", newline="") as fh:
         header = next(csv.reader(fh))
     assert header[:3] == ["ts", "pxname", "svname"] and "status" in header
