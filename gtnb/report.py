@@ -202,9 +202,17 @@ def render_compare_report(run_dir_current: Path, run_dir_improved: Path) -> Path
     execute_notebook(NOTEBOOKS_DIR / "compare.ipynb", executed,
                      {"run_dir_current": str(cur), "run_dir_improved": str(imp), "report": False})
     journal = read_journal(imp)
+    try:
+        from .analysis import compare, load_run
+
+        result = compare(load_run(cur), load_run(imp))
+        verdict_html = (result._repr_html_() if hasattr(result, "_repr_html_")
+                        else f"<pre>{html.escape(str(result))}</pre>")
+    except Exception as exc:  # noqa: BLE001 - the report renders even when analysis fails
+        verdict_html = f"<p><b>no comparison verdict</b>: {html.escape(f'{type(exc).__name__}: {exc}')}</p>"
     header = (f"{_CSS}<div class='gtnb-header'><h1>{html.escape(str(journal.get('scenario')))}: "
               f"current vs improved</h1><p>current: {html.escape(str(cur))}<br>improved: "
-              f"{html.escape(str(imp))}</p></div>")
+              f"{html.escape(str(imp))}</p><h2>Comparison verdict</h2>{verdict_html}</div>")
     return notebook_html(executed, header, imp / "compare.html",
                          f"{journal.get('scenario')} current vs improved — gtnb report")
 

@@ -81,6 +81,42 @@ def test_bad_mode_fails_with_the_allowed_ones(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*/*/run.json")), "nothing may run on bad input"
 
 
+@pytest.mark.parametrize(
+    ("scenario", "values", "message"),
+    [
+        ("S1", {"mode": "fast"}, "mode 'fast' is not one of current | improved"),
+        ("S1", {"mode": "current", "target": "prod"}, "target 'prod' is not one of local | homelab"),
+        ("S5", {"mode": "current"}, "scenario 'S5' is not one of S1, S2, S3, S4"),
+        ("S2", {"mode": "current"}, "S2 runs in improved mode only"),
+        ("S1", {"mode": "current", "duration_s": -3}, "duration_s = -3 must be > 0 s"),
+        ("S1", {"mode": "current", "duration_s": "60"}, "duration_s = '60' is not a number of seconds"),
+        ("S1", {"mode": "current", "duration_s": 6, "kill_after_s": 6},
+         "kill_after_s = 6 must be shorter than duration_s = 6"),
+        ("S3", {"mode": "current", "workers": 0}, "workers = 0 must be a whole number >= 1"),
+        ("S1", {"mode": "current", "target": "homelab"}, "target 'homelab' needs `profile`"),
+        ("S1", {"mode": "current", "run_dir": "/nonexistent/run"}, "is not a directory"),
+    ],
+)
+def test_parameters_name_the_bad_value_and_the_allowed_ones(scenario, values, message) -> None:
+    from gtnb.errors import ConfigError
+    from gtnb.notebook import parameters
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parameters(scenario, **values)
+
+
+def test_run_dir_of_another_scenario_is_refused(tmp_path: Path) -> None:
+    from gtnb.errors import ConfigError
+    from gtnb.notebook import parameters
+
+    run_dir = write_run(tmp_path, "S4", "current")
+    with pytest.raises(ConfigError, match=r"holds a S4 run, not S1: open s4.ipynb"):
+        parameters("S1", mode="current", run_dir=str(run_dir))
+    p = parameters("S4", mode="improved", duration_s=60, run_dir=str(run_dir))
+    # An existing run is analysed as it was run, whatever the parameters cell says.
+    assert (p.mode, p.duration_s, p.run_dir) == ("current", 12.0, run_dir)
+
+
 def _report_checks(run_dir: Path, report: Path) -> str:
     page = report.read_text()
     assert page.count("data:image/png;base64,") >= 1, f"{report}: no inline figure"
@@ -118,6 +154,11 @@ def test_compare_on_synthetic_runs(tmp_path: Path) -> None:
     page = (imp / "compare.html").read_text()
     assert page.count("data:image/png;base64,") >= 1
     assert "current vs improved" in page
+    from gtnb.analysis import compare
+
+    expected = str(BeautifulSoup(compare(load_run(cur), load_run(imp))._repr_html_(), "html.parser"))
+    # The comparison verdict heads the page, before the notebook's narrative.
+    assert expected in page and page.index(expected) < page.index("Current vs improved, side by side")
 
 
 def test_compare_refuses_swapped_run_dirs(tmp_path: Path) -> None:
