@@ -79,6 +79,7 @@ class Supervisor:
         self.started_at = time.time()
         self._version_cache: dict[str, str] = {}
         self._started = False
+        self._published: dict[str, Any] = {}
 
     # -- lab.json ------------------------------------------------------------------------------
 
@@ -110,7 +111,9 @@ class Supervisor:
         }
 
     def publish(self) -> None:
-        self.state.write(self.record())
+        record = self.record()
+        self.state.write(record)
+        self._published = record
 
     def mode(self) -> str:
         return str(self.deployment.get("mode") or self.initial_mode)
@@ -296,9 +299,13 @@ class Supervisor:
         return dict(self._version_cache)
 
     def _changed(self) -> None:
-        # lab.json carries the pids of every pod process, for leftover checks by PID.
+        # lab.json carries the pids of every pod process, for leftover checks by PID. Called
+        # on every reconcile pass: write only when something changed (2 shared cores).
         try:
-            self.publish()
+            record = self.record()
+            if record != self._published:
+                self.state.write(record)
+                self._published = record
         except OSError:
             log.exception("could not write %s", self.state.lab_json)
 
