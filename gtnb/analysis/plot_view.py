@@ -123,8 +123,10 @@ def view_of(run: Any) -> RunView:
             "t1": _epoch(client["t_end"]).values - origin if "t_end" in client else float("nan"),
             "status": status.values,
             "error": error.values,
-            # A request is OK when it fully arrived without an error and without a 5xx.
-            "ok": ((error == "") & complete & ~(status >= 500).fillna(False)).values,
+            # The analysis' own `ok` when present, so figure and verdict never disagree; else: a
+            # request is OK when it fully arrived without an error and without a 5xx.
+            "ok": (client["ok"].astype(bool).values if "ok" in client else
+                   ((error == "") & complete & ~(status >= 500).fillna(False)).values),
             "chunks": pd.to_numeric(client.get("chunks", 0), errors="coerce").fillna(0).values,
             "curl_exit": pd.to_numeric(client.get("curl_exit"), errors="coerce").values,
         })
