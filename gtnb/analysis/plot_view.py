@@ -125,7 +125,7 @@ def view_of(run: Any) -> RunView:
             "error": error.values,
             # The analysis' own `ok` when present, so figure and verdict never disagree; else: a
             # request is OK when it fully arrived without an error and without a 5xx.
-            "ok": (client["ok"].astype(bool).values if "ok" in client else
+            "ok": (client["ok"].fillna(False).astype(bool).values if "ok" in client else
                    ((error == "") & complete & ~(status >= 500).fillna(False)).values),
             "chunks": pd.to_numeric(client.get("chunks", 0), errors="coerce").fillna(0).values,
             "curl_exit": pd.to_numeric(client.get("curl_exit"), errors="coerce").values,
