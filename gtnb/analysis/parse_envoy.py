@@ -177,7 +177,7 @@ def _fast_whole(data: bytes, n: int) -> tuple[pd.DataFrame, list[int]] | None:
         (frame of the access rows it vouches for, line numbers left for the per-line parser),
         or None when the rows no longer map one to one onto lines.
     """
-    head = data[:1 << 20].split(b"\n")[:-1] or [data]
+    head = data[:1 << 24].split(b"\n")[:-1] or [data]  # the first 16 MiB find the layout
     first = next((ln for ln in head if ln.count(b'"') == _ACCESS_QUOTES), None)
     if first is None:
         return pd.DataFrame(), list(range(1, n + 1))
