@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from .errors import RunError
 from .run_traffic import RunTraffic
 from .scenarios import Scenario
 from .targets import open_target
-from .targets.base import Pod, Target
+from .targets.base import Balancer, Cluster, Pod, Target
 from .traffic import Pin
 
 __all__ = ["execute", "BACKEND", "lab_mode"]
@@ -49,10 +49,13 @@ def execute(
     # Locked before anything touches the lab: a refused run changes nothing and writes nothing.
     lock.acquire()
     try:
-        with _sigterm_as_interrupt(), open_target(target, profile=profile, state_dir=state_dir) as tgt:
-            run_dir = new_run_dir(scenario.name, mode, artifacts_root(artifacts))
-            lock.note(run_dir)
-            return _Run(scenario, mode, params, tgt, target, run_dir, progress).execute()
+        # The run directory and its journal come before the target: a lab that will not open is
+        # a failed run with a journal saying so, like any other step.
+        run_dir = new_run_dir(scenario.name, mode, artifacts_root(artifacts))
+        lock.note(run_dir)
+        runner = _Run(scenario, mode, params, target, run_dir, progress)
+        with _sigterm_as_interrupt():
+            return runner.execute(lambda: open_target(target, profile=profile, state_dir=state_dir))
     finally:
         lock.release()
 
@@ -93,11 +96,15 @@ def _servers(target: Target) -> dict[str, tuple[str, int]]:
 
 
 class _Run:
-    def __init__(self, scenario: Scenario, mode: str, params: dict[str, Any], target: Target,
-                 target_name: str, run_dir: Path, progress: bool) -> None:
-        self.sc, self.mode, self.params, self.target = scenario, mode, params, target
-        self.cluster, self.balancer = target.cluster, target.balancer
+    target: Target
+    cluster: Cluster
+    balancer: Balancer
+
+    def __init__(self, scenario: Scenario, mode: str, params: dict[str, Any], target_name: str,
+                 run_dir: Path, progress: bool) -> None:
+        self.sc, self.mode, self.params = scenario, mode, params
         self.run_dir, self.progress = run_dir, progress
+        self.finished = False
         self.journal = Journal(run_dir, target=target_name, scenario=scenario.name, mode=mode, parameters=params)
         self.runlog = RunLog(run_dir / "run.log", echo=_echo if progress else None)
         self.collectors: Collectors | None = None
@@ -106,10 +113,27 @@ class _Run:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def execute(self) -> Path:
+    def execute(self, opener: Callable[[], AbstractContextManager[Target]]) -> Path:
+        self.runlog(f"run {self.sc.name} ({self.sc.title}) in {self.mode} mode -> {self.run_dir}")
+        try:
+            self._step("open_target")
+            with opener() as target:
+                self.target, self.cluster, self.balancer = target, target.cluster, target.balancer
+                return self._loop()
+        except BaseException as exc:
+            exc.run_dir = self.run_dir  # type: ignore[attr-defined]
+            if not self.finished:  # the target did not even open: nothing to clean up
+                self._finish(*self._describe(exc))
+            raise
+
+    def _describe(self, exc: BaseException) -> tuple[str, str]:
+        if isinstance(exc, KeyboardInterrupt):
+            return "aborted", f"interrupted ({str(exc) or 'Ctrl-C / SIGINT'}) at step {self.journal.data['step']}"
+        return "failed", f"{type(exc).__name__}: {exc}"
+
+    def _loop(self) -> Path:
         status, error = "failed", None
         before: tuple[str | None, int] | None = None
-        self.runlog(f"run {self.sc.name} ({self.sc.title}) in {self.mode} mode -> {self.run_dir}")
         try:
             self._step("inspect")
             pods = self.cluster.pods()
@@ -156,13 +180,8 @@ class _Run:
             status = "completed"
             self.runlog(f"run completed: {self.run_dir}")
             return self.run_dir
-        except KeyboardInterrupt as exc:
-            status, error = "aborted", f"interrupted ({str(exc) or 'Ctrl-C / SIGINT'}) at step {self.journal.data['step']}"
-            exc.run_dir = self.run_dir  # type: ignore[attr-defined]
-            raise
         except BaseException as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            exc.run_dir = self.run_dir  # type: ignore[attr-defined]
+            status, error = self._describe(exc)
             raise
         finally:
             self._cleanup(status, error, before)
@@ -316,10 +335,14 @@ class _Run:
         except BaseException as exc:  # keep going: the journal must still be closed
             self.journal.update(cleanup_error=f"{type(exc).__name__}: {exc}")
         finally:
-            if status != "completed":
-                self.runlog(f"run {status}: {error}")
-            self.journal.finish(status, error)
-            self.runlog.close()
+            self._finish(status, error)
+
+    def _finish(self, status: str, error: str | None) -> None:
+        if status != "completed":
+            self.runlog(f"run {status}: {error}")
+        self.journal.finish(status, error)
+        self.runlog.close()
+        self.finished = True
 
     def _restore(self, mode: str | None, replicas: int) -> None:
         self.runlog(f"restoring the lab to mode {mode or '(unchanged)'}, {replicas} replica(s)")

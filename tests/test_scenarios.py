@@ -299,3 +299,18 @@ def test_interrupted_run_leaves_journal_and_restores_the_lab_and_holds_the_lock(
     wait_until(lambda: len(cluster.pods()) == 2 and {p.mode for p in cluster.pods()} == {"improved"},
                timeout_s=60, what="the lab back at 2 improved pods")
     assert os.path.exists(run_dir)
+
+
+def test_a_target_that_does_not_open_leaves_a_failed_journal(tmp_path: Path) -> None:
+    from gtnb.errors import GtnbError
+    from gtnb.scenarios import run
+
+    missing = tmp_path / "no-such-profile.yaml"
+    with pytest.raises(GtnbError) as info:
+        run("S1", "current", target="homelab", profile=missing, artifacts=tmp_path / "arts", progress=False,
+            duration_s=8, kill_after_s=2)
+    run_dir = info.value.run_dir  # type: ignore[attr-defined]
+    journal = json.loads((run_dir / "run.json").read_text())
+    assert (journal["status"], journal["step"], journal["target"]) == ("failed", "open_target", "homelab")
+    assert "no-such-profile.yaml" in journal["error"]
+    assert "run failed" in (run_dir / "run.log").read_text()
