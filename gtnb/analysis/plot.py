@@ -236,7 +236,7 @@ def _draw(fig: Figure, gs: Any, view: RunView, xlim: tuple[float, float], *,
 
 def _ratios(view: RunView) -> list[float]:
     n_servers = max(1, view.servers["server"].nunique())
-    events_rows = 1.3
+    events_rows = 1.3 if len(view.events) <= 7 else 2.2  # several pods' events stack higher
     client = 2.4 if view.scenario == "S3" else 1.0 + 0.35 * max(1, min(len(view.client), 6))
     lanes = [events_rows, client] + ([1.2] if view.scenario == "S3" else [])
     return lanes + [0.35 + 0.3 * n_servers]

@@ -40,7 +40,7 @@ class RunView:
     started: str
     anchor_ts: float | None  # epoch seconds of E1, None when the run never reached it
     anchor_name: str  # "E1" or what stood in for it
-    events: pd.DataFrame  # name, t, source (first sighting per name)
+    events: pd.DataFrame  # name, t, source (first sighting per event name and pod)
     client: pd.DataFrame  # worker, request_id, t0, t1, status, error, ok, chunks, curl_exit
     chunks: pd.DataFrame  # request_id, k, t
     servers: pd.DataFrame  # server, t, status (stat.csv samples of the IGW backend servers)
@@ -87,7 +87,11 @@ def view_of(run: Any) -> RunView:
     events = events if isinstance(events, pd.DataFrame) else pd.DataFrame()
     if not events.empty:
         events = events.assign(_ts=_epoch(events["ts"].reset_index(drop=True)).values)
-        events = events.dropna(subset=["_ts"]).sort_values("_ts").drop_duplicates("name")
+        # One sighting per event and pod: S3 rolls several pods, each with its own six events;
+        # two sources of one event (haproxy.log and stat.csv for LB_DOWN) keep the first.
+        key = ["name", "pod"] if "pod" in events else ["name"]
+        events = events.dropna(subset=["_ts"]).sort_values("_ts")
+        events = events.drop_duplicates([k for k in key if events[k].notna().any()] or ["name"])
 
     client = _frame(run, "client").reset_index(drop=True)
     t0 = _epoch(client["t_start"]) if "t_start" in client else pd.Series(dtype=float)
