@@ -4,6 +4,7 @@
     supervisor.py  the long-lived process owning every lab process; serves the lab API
     controller.py  Deployment + ReplicaSet controllers and the scheduler (anti-affinity)
     kubelet.py     one pod's life: start, readiness, preStop, SIGTERM, grace deadline
+    deployment.py  the applied Deployment (apply, scale, rollout restart), kept in deployment.json
     podspec.py     IGW manifest -> what the lab runs (containers as local processes)
     procs.py       attached children: process groups, PDEATHSIG, timestamped logs
     client.py      LocalCluster over the lab API and the state dir

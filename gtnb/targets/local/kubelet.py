@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .procs import Child, Spawner
 
-__all__ = ["HookSpec", "ContainerRun", "PodRuntime", "MIN_SIGTERM_WINDOW_S"]
+__all__ = ["HookSpec", "ContainerRun", "PodRuntime", "MIN_SIGTERM_WINDOW_S", "http_status", "probe_ok"]
 
 log = logging.getLogger("gtnb.lab")
 
@@ -58,7 +58,7 @@ class ContainerRun:
     ready_url: str | None = None  # http://host:port/path answering 200, or tcp://host:port accepting
 
 
-def _http_status(url: str, timeout_s: float) -> int | None:
+def http_status(url: str, timeout_s: float) -> int | None:
     # http.client rather than httpx: the supervisor probes often and must stay light.
     rest = url.split("://", 1)[1]
     hostport, _, path = rest.partition("/")
@@ -84,7 +84,7 @@ def probe_ok(url: str, timeout_s: float = 1.0) -> bool:
                 return True
         except OSError:
             return False
-    status = _http_status(url, timeout_s)
+    status = http_status(url, timeout_s)
     return status is not None and 200 <= status < 400
 
 
@@ -276,7 +276,7 @@ class PodRuntime:
         if hook.kind == "httpGet":
             host = hook.host or self._address()
             url = f"http://{host}:{hook.port}{hook.path}"
-            status = _http_status(url, timeout_s)
+            status = http_status(url, timeout_s)
             return f"HTTP {status}" if status is not None else "no answer"
         # exec: the command runs "in the container": its environment, on this machine. Spawned
         # by the long-lived spawner thread and waited here; killed if abandoned at the deadline.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -22,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,17 +29,15 @@ from ..._wait import wait_until
 from .addresses import NODE_NAMES, IndexLock, LabAddresses, claim_index
 from .api import ApiServer
 from .controller import Controller
-from .kubelet import _http_status
-from .podspec import deployment_from_manifest
+from .deployment import MODES, AppliedDeployment
+from .kubelet import http_status
 from .procs import Child, Spawner
-from .state import REPO_ROOT, LabState, resolve_state_dir
+from .state import LabState, resolve_state_dir
 from .values import haproxy_values
 
 __all__ = ["Supervisor", "main", "MODES"]
 
 log = logging.getLogger("gtnb.lab")
-MODES = ("current", "improved")
-MANIFESTS = {"current": "20-igw-current.yaml", "improved": "21-igw-improved.yaml"}
 
 
 class _Formatter(logging.Formatter):
@@ -51,10 +47,6 @@ class _Formatter(logging.Formatter):
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
-
-
-def _now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Supervisor:
@@ -73,7 +65,7 @@ class Supervisor:
         self.haproxy: Any = None
         self.controller: Controller | None = None
         self.api: ApiServer | None = None
-        self.deployment: dict[str, Any] = {}
+        self.deployment: AppliedDeployment | None = None
         self.status = "starting"
         self.error: str | None = None
         self.started_at = time.time()
@@ -116,7 +108,7 @@ class Supervisor:
         self._published = record
 
     def mode(self) -> str:
-        return str(self.deployment.get("mode") or self.initial_mode)
+        return self.deployment.mode if self.deployment is not None else self.initial_mode
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -129,10 +121,11 @@ class Supervisor:
         shutil.rmtree(self.state.pods_dir, ignore_errors=True)
         self.state.pods_dir.mkdir(parents=True)
         self._start_backend()
-        self._load_deployment()
+        self.deployment = AppliedDeployment(self.state, a, self.initial_mode)
+        self.deployment.load()
         self._start_haproxy()
         self.controller = Controller(a, self.state.root, self.spawner, self.schedulable, on_change=self._changed)
-        self._restore()
+        self.deployment.restore(self.controller)
         self.api = ApiServer(a.api, 7000, self._routes())
         self.api.start()
         log.info("api: serving on %s", a.api_url)
@@ -152,47 +145,12 @@ class Supervisor:
         )
         log.info("backend: started (pid %d) on %s", self.backend.pid, listen)
         wait_until(
-            lambda: _http_status(f"http://{listen}/healthz", 1.0) == 200 or not self.backend.running,
+            lambda: http_status(f"http://{listen}/healthz", 1.0) == 200 or not self.backend.running,
             timeout_s=30, what=f"the backend to answer on {listen}", error=LabError,
         )
         if not self.backend.running:
             raise LabError(f"backend exited with code {self.backend.returncode}: see {self.state.backend_log}")
         log.info("backend: answers on http://%s/healthz", listen)
-
-    def _default_deployment(self, mode: str) -> dict[str, Any]:
-        path = REPO_ROOT / "manifests" / MANIFESTS[mode]
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path} ({exc.strerror}): is the checkout complete?") from exc
-        return {"manifest": text, "source": str(path), "mode": mode, "replicas": None, "restarted_at": None}
-
-    def _load_deployment(self) -> None:
-        """The deployment the lab was last in (deployment.json), else the first start's mode."""
-        try:
-            saved = json.loads(self.state.deployment_json.read_text())
-            if not isinstance(saved.get("manifest"), str) or saved.get("mode") not in MODES:
-                raise ValueError("no manifest text or mode in it")
-            self.deployment = saved
-            log.info("deployment: restoring mode %s from %s", self.mode(), self.state.deployment_json)
-        except FileNotFoundError:
-            self.deployment = self._default_deployment(self.initial_mode)
-            log.info("deployment: first start, mode %s from %s", self.initial_mode, self.deployment["source"])
-        except (OSError, ValueError, AttributeError) as exc:
-            self.deployment = self._default_deployment(self.initial_mode)
-            log.warning("deployment: %s is unreadable (%s); starting in mode %s from %s",
-                        self.state.deployment_json, exc, self.initial_mode, self.deployment["source"])
-
-    def _restore(self) -> None:
-        """Apply the saved deployment; if its manifest no longer loads (the rules changed since),
-        fall back to the repository's manifest of the same mode, keeping the replicas."""
-        try:
-            self._apply(self.deployment["manifest"], self.deployment["source"], keep_replicas=True)
-        except ConfigError as exc:
-            fresh = self._default_deployment(self.mode())
-            log.warning("deployment: the saved manifest no longer loads (%s); applying %s instead", exc, fresh["source"])
-            self.deployment = {**fresh, "replicas": self.deployment.get("replicas")}
-            self._apply(self.deployment["manifest"], self.deployment["source"], keep_replicas=True)
 
     def _start_haproxy(self) -> None:
         from ...haproxy_config import render_haproxy_config
@@ -210,8 +168,8 @@ class Supervisor:
     # -- API -----------------------------------------------------------------------------------
 
     def _routes(self) -> dict[str, Any]:
-        c = self.controller
-        assert c is not None and self.addresses is not None
+        c, d = self.controller, self.deployment
+        assert c is not None and d is not None and self.addresses is not None
         return {
             "GET /healthz": lambda b: {"ok": self.status == "serving"},
             "GET /status": lambda b: {**self.record(), "rollout": c.rollout_status()},
@@ -223,37 +181,12 @@ class Supervisor:
             ],
             "GET /rollout": lambda b: c.rollout_status(),
             "GET /versions": lambda b: self._versions(),
-            "POST /apply": lambda b: self._apply(_field(b, "manifest", str), str(b.get("source") or "<manifest>")),
-            "POST /scale": lambda b: self._scale(_field(b, "replicas", int)),
+            "POST /apply": lambda b: d.apply(_field(b, "manifest", str), str(b.get("source") or "<manifest>")),
+            "POST /scale": lambda b: d.scale(_field(b, "replicas", int)),
             "POST /delete": lambda b: self._delete(_field(b, "pod", str), b.get("grace_period_s")),
-            "POST /restart": lambda b: self._restart(),
+            "POST /restart": lambda b: d.restart(),
             "POST /shutdown": lambda b: self._shutdown_request(),
         }
-
-    def _apply(self, text: str, source: str, keep_replicas: bool = False) -> dict[str, Any]:
-        """Apply a manifest. `kubectl apply` takes replicas from the manifest; a restore after
-        `lab up` and a `rollout restart` keep the replicas the deployment was scaled to."""
-        assert self.addresses is not None and self.controller is not None
-        spec = deployment_from_manifest(text, source, self.addresses, self.deployment.get("restarted_at"))
-        if keep_replicas and self.deployment.get("replicas") is not None:
-            spec = replace(spec, replicas=int(self.deployment["replicas"]))
-        log.info("apply: %s (mode %s, template %s)", source, spec.template.mode, spec.template.hash)
-        self.controller.set_spec(spec)
-        self.deployment.update(
-            manifest=text, source=source, mode=spec.template.mode, replicas=spec.replicas
-        )
-        self._save_deployment()
-        return {"template_hash": spec.template.hash, "mode": spec.template.mode, "replicas": spec.replicas}
-
-    def _scale(self, replicas: int) -> dict[str, Any]:
-        assert self.controller is not None
-        if replicas < 0:
-            raise ConfigError(f"replicas {replicas} is negative: scale to 0 or more")
-        log.info("scale: replicas %d", replicas)
-        self.controller.scale(replicas)
-        self.deployment["replicas"] = replicas
-        self._save_deployment()
-        return {"replicas": replicas}
 
     def _delete(self, pod: str, grace: Any) -> dict[str, Any]:
         assert self.controller is not None
@@ -263,20 +196,10 @@ class Supervisor:
         self.controller.delete_pod(pod, None if grace is None else float(grace))
         return {"deleted": pod}
 
-    def _restart(self) -> dict[str, Any]:
-        self.deployment["restarted_at"] = _now_rfc3339()
-        log.info("rollout restart: %s=%s", "restartedAt", self.deployment["restarted_at"])
-        return self._apply(self.deployment["manifest"], self.deployment["source"], keep_replicas=True)
-
     def _shutdown_request(self) -> dict[str, Any]:
         log.info("shutdown requested over the API")
         self.stopping.set()
         return {"stopping": True}
-
-    def _save_deployment(self) -> None:
-        tmp = self.state.deployment_json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.deployment, indent=2))
-        os.replace(tmp, self.state.deployment_json)
 
     def _versions(self) -> dict[str, str]:
         """What run.json records: the lab stands in for Kubernetes; Envoy and HAProxy are real."""
