@@ -201,7 +201,7 @@ def write_run(
         "error": None if status == "completed" else "timed out after 30 s waiting for the client",
         "sha256": {"manifest": "0" * 64, "haproxy_cfg": "1" * 64},
         "clock_offsets_s": {"local": 0.0}, "stat_interval_s": 0.2, "stat_jitter_s": {},
-        "killed_pod": POD, "verdict": None,
+        "killed_pod": None if scenario == "S3" else POD, "verdict": None,  # a rollout kills no one pod
     }
     (run_dir / "run.json").write_text(json.dumps(journal, indent=2) + "\n")
     return run_dir

@@ -154,3 +154,20 @@ def test_compare_shares_one_time_axis(tmp_path: Path) -> None:
     assert len(_vlines_x(_lane(fig, "client", 0))) == len(view_of(cur).events)
     assert len(_vlines_x(_lane(fig, "client", 1))) == len(view_of(imp).events)
     assert "current vs improved" in fig._suptitle.get_text()
+
+
+def test_a_rollout_draws_each_pods_events(tmp_path: Path) -> None:
+    """S3 rolls several pods: each pod's E1 gets its own line, not only the first pod's."""
+    from synthetic_runs import NEW_POD, T0, _iso
+
+    run_dir = write_run(tmp_path, "S3", "improved", stamp="roll")
+    second = T0 + 8.0
+    with (run_dir / "hc.log").open("a") as f:
+        f.write(f"ts={_iso(second)} level=info pod={NEW_POD} event=transition from=SERVING "
+                "to=DRAINING reason=prestop\n")
+    run = load_run(run_dir)
+    e1 = view_of(run).events.query("name == 'HEALTH_FAIL'")["t"].tolist()
+    assert len(e1) == 2
+    lines = _vlines_x(_lane(timeline(run), "client"))
+    for t in e1:
+        assert any(abs(x - t) < 1e-9 for x in lines), (t, lines)
