@@ -288,6 +288,8 @@ def test_with_block_always_tears_down(tmp_path: Path, how: str) -> None:
             proc.send_signal(signal.SIGINT)
         proc.wait(WAIT_S)
         wait_until(lambda: not _alive(pids), timeout_s=30, what=f"every lab process to be gone after {how}")
+        if how == "sigkill":
+            assert "died without stopping the lab" in lab_status(state)
     finally:
         if proc.poll() is None:
             proc.kill()

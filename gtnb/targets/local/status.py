@@ -109,8 +109,13 @@ def lab_status(state_dir: str | Path | None = None) -> str:
     state = LabState(resolve_state_dir(state_dir))
     record = live_record(state)
     if record is None:
-        last = state.read()
-        why = f" (last status: {last.get('status')}{', ' + str(last.get('error')) if last.get('error') else ''})" if last else ""
+        last = state.read() or {}
+        if last.get("status") in ("starting", "serving"):
+            why = f" (its supervisor, pid {last.get('pid')}, died without stopping the lab)"
+        elif last:
+            why = f" (last status: {last.get('status')}" + (f", {last['error']}" if last.get("error") else "") + ")"
+        else:
+            why = ""
         return f"no lab running in {state.root}{why}; start one with `gtnb lab up`"
     cluster = LocalCluster(state.root, str(record["api"]))
     status = cluster.status()
