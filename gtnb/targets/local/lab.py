@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
+
 from ..._wait import wait_until
 from ...errors import LabError
 from ..base import Frontend
@@ -32,6 +34,7 @@ __all__ = ["lab_up", "lab_down", "lab_status", "local_target", "LocalTarget", "U
 
 UP_TIMEOUT_S = 120.0  # pods start Envoy; on 2 shared cores under test load this takes a while
 DOWN_TIMEOUT_S = 30.0
+_LAB_PROCESS_NAMES = ("python", "python3", "envoy", "haproxy")
 
 # Supervisors this process started: wait() them, or they linger as zombies (PID 1 here does
 # not reap).
@@ -212,13 +215,30 @@ def _stop(state: LabState, popen: subprocess.Popen[bytes] | None = None) -> list
         popen.wait(DOWN_TIMEOUT_S)
         _children.pop(state.root, None)
     pids |= all_pids(state.read())
-    leftovers = [p for p in pids if p != sup_pid and pid_alive(p)]
+    leftovers = [p for p in pids if p != sup_pid and _still_ours(p, state)]
     for pid in leftovers:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    last = state.read()
+    if last and last.get("status") in ("starting", "serving") and not pid_alive(int(last.get("pid") or 0)):
+        # The supervisor died without saying so (SIGKILL): record that the lab is down now.
+        state.write({**last, "status": "down", "error": f"supervisor pid {last.get('pid')} died; cleaned up by lab down"})
     return leftovers
+
+
+def _still_ours(pid: int, state: LabState) -> bool:
+    """True for a live lab process; never for a stranger that reused the pid of a process a
+    stale lab.json names (it started after the record was written)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        proc = psutil.Process(pid)
+        written = state.lab_json.stat().st_mtime
+        return proc.create_time() <= written + 1.0 and proc.name() in _LAB_PROCESS_NAMES
+    except (psutil.Error, OSError):
+        return False
 
 
 def lab_down(state_dir: str | Path | None = None) -> str:
