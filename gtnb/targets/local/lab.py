@@ -224,7 +224,9 @@ def _stop(state: LabState, popen: subprocess.Popen[bytes] | None = None) -> list
     last = state.read()
     if last and last.get("status") in ("starting", "serving") and not pid_alive(int(last.get("pid") or 0)):
         # The supervisor died without saying so (SIGKILL): record that the lab is down now.
-        state.write({**last, "status": "down", "error": f"supervisor pid {last.get('pid')} died; cleaned up by lab down"})
+        # No pids kept: they are gone, and a later lab down must not take their reusers for ours.
+        state.write({**last, "status": "down", "pids": {},
+                     "error": f"supervisor pid {last.get('pid')} died; cleaned up by lab down"})
     return leftovers
 
 
