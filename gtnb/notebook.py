@@ -1,4 +1,4 @@
-"""What the scenario notebooks call: parameter checks, run-or-analyse, display, the final step.
+"""What the scenario notebooks call: run-or-analyse, display, the final step (one import).
 
 A notebook stays thin: its parameters cell holds literals, and every other cell is one call into
 this module (or into ``gtnb.analysis``). The flow of s1..s4.ipynb::
@@ -18,14 +18,28 @@ papermill exits non-zero.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import REPO_ROOT, artifacts_root, read_journal
+from .artifacts import artifacts_root, read_journal
 from .errors import ArtifactError, ConfigError, RunError
+from .notebook_params import (
+    MODES,
+    NOTEBOOKS_DIR,
+    SCENARIOS,
+    TARGETS,
+    Params,
+    compare_parameters,
+    ensure_duration,
+    ensure_mode,
+    ensure_run_dir,
+    ensure_scenario,
+    ensure_target,
+    ensure_workers,
+    parameters,
+)
 from .notebook_show import (
     PROBLEMS,
     guarded,
@@ -56,13 +70,13 @@ __all__ = [
     "ensure_workers",
     "ensure_run_dir",
     "parameters",
+    "compare_parameters",
     "run_or_load",
     "load",
-    "compare_parameters",
     "finish",
     "finish_compare",
     "notebook_for",
-    # re-exported from notebook_show, so a notebook needs one import
+    # re-exported from notebook_params and notebook_show, so a notebook needs one import
     "narrate",
     "outcome_html",
     "show_compare",
@@ -77,179 +91,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("gtnb.notebook")
-
-SCENARIOS = ("S1", "S2", "S3", "S4")
-MODES = ("current", "improved")
-TARGETS = ("local", "homelab")
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-
-
-def ensure_scenario(scenario: str) -> str:
-    """Return the scenario name (S1..S4, any case) or raise ConfigError listing the allowed ones."""
-    name = str(scenario).upper()
-    if name not in SCENARIOS:
-        raise ConfigError(f"scenario {scenario!r} is not one of {', '.join(SCENARIOS)}")
-    return name
-
-
-def ensure_mode(mode: str) -> str:
-    """Return `mode` if it is current or improved, else raise ConfigError naming both."""
-    if mode not in MODES:
-        raise ConfigError(
-            f"mode {mode!r} is not one of {' | '.join(MODES)}: set `mode` in the parameters cell "
-            f"(or `-p mode improved` with papermill)"
-        )
-    return mode
-
-
-def ensure_target(target: str) -> str:
-    """Return `target` if it is local or homelab, else raise ConfigError naming both."""
-    if target not in TARGETS:
-        raise ConfigError(
-            f"target {target!r} is not one of {' | '.join(TARGETS)}: `local` runs the lab on this "
-            f"machine, `homelab` needs a `profile`"
-        )
-    return target
-
-
-def ensure_duration(name: str, value: Any, *, minimum: float = 0.0) -> float | None:
-    """Return `value` as seconds (None = the scenario's default), or raise ConfigError.
-
-    Parameters:
-        name: the parameter's name, for the message.
-        value: a number of seconds, or None.
-        minimum: the smallest allowed value (exclusive for 0).
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} = {value!r} is not a number of seconds: give e.g. {name} = 6")
-    if value < minimum or (minimum == 0.0 and value <= 0):
-        raise ConfigError(f"{name} = {value!r} must be > {minimum:g} s")
-    return float(value)
-
-
-def ensure_workers(value: Any) -> int | None:
-    """Return S3's worker count (None = default), or raise ConfigError for a non-positive int."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"workers = {value!r} must be a whole number >= 1 (the seed uses 10)")
-    return value
-
-
-def ensure_run_dir(run_dir: str | Path, scenario: str) -> Path:
-    """Return an existing run directory of `scenario`, or raise ConfigError saying what is wrong.
-
-    Parameters:
-        run_dir: a run directory (`artifacts/<ts>/<scenario>-<mode>/`), absolute or relative to
-            the working directory or the repo root.
-        scenario: the notebook's scenario; the run's journal must name the same one.
-    """
-    path = Path(run_dir).expanduser()
-    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
-        path = REPO_ROOT / path
-    path = path.resolve()
-    if not path.is_dir():
-        raise ConfigError(f"run_dir {str(run_dir)!r} is not a directory: give a run directory "
-                          f"such as artifacts/<YYYYmmdd-HHMMSS>/{scenario}-current")
-    try:
-        journal = read_journal(path)
-    except ArtifactError as exc:
-        raise ConfigError(f"run_dir {str(run_dir)!r} is not a gtnb run directory: {exc}") from exc
-    if str(journal.get("scenario", "")).upper() != scenario:
-        raise ConfigError(
-            f"run_dir {str(run_dir)!r} holds a {journal.get('scenario')} run, not {scenario}: "
-            f"open {str(journal.get('scenario', 's?')).lower()}.ipynb for it"
-        )
-    return path
-
-
-@dataclass(frozen=True)
-class Params:
-    """A notebook's validated parameters (None = the scenario's default)."""
-
-    scenario: str
-    mode: str
-    target: str = "local"
-    duration_s: float | None = None
-    kill_after_s: float | None = None
-    grace_period_s: float | None = None
-    workers: int | None = None
-    run_dir: Path | None = None
-    profile: str | None = None
-    artifacts: Path | None = None
-    state_dir: str | None = None
-    report: bool = True
-
-    def run_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of ``gtnb.scenarios.run`` (defaults left out)."""
-        extra = {k: v for k, v in (("duration_s", self.duration_s), ("kill_after_s", self.kill_after_s),
-                                   ("grace_period_s", self.grace_period_s), ("workers", self.workers))
-                 if v is not None}
-        return {"target": self.target, "profile": self.profile, "state_dir": self.state_dir,
-                "artifacts": str(self.artifacts) if self.artifacts else None, **extra}
-
-
-
-def parameters(
-    scenario: str,
-    *,
-    mode: str,
-    target: str = "local",
-    duration_s: Any = None,
-    kill_after_s: Any = None,
-    grace_period_s: Any = None,
-    workers: Any = None,
-    run_dir: str | Path = "",
-    profile: str | Path = "",
-    artifacts: str | Path = "",
-    state_dir: str | Path = "",
-    report: bool = True,
-) -> Params:
-    """Validate a notebook's parameters cell and return them as Params.
-
-    Parameters:
-        scenario: the notebook's scenario (S1..S4).
-        mode, target, duration_s, kill_after_s, grace_period_s, workers, run_dir, profile,
-        artifacts, state_dir, report: the parameters cell's values, as DESIGN.md's "Public
-            surface" and the CLI name them; empty strings and None mean "default".
-
-    Returns:
-        The Params. When `run_dir` is set, mode and target come from that run's journal.
-    """
-    PROBLEMS.clear()  # a notebook starts here: forget an earlier execution's problems
-    scenario = ensure_scenario(scenario)
-    mode = ensure_mode(mode)
-    if scenario == "S2" and mode != "improved":
-        raise ConfigError("S2 runs in improved mode only (it times the improved drain FSM): set "
-                          "mode = 'improved', or use s1.ipynb for the current side")
-    target = ensure_target(target)
-    path = ensure_run_dir(run_dir, scenario) if run_dir else None
-    if path is not None:
-        # Analysing an existing run: what it was run with is what counts, not this cell's defaults.
-        journal = read_journal(path)
-        mode, target = str(journal.get("mode", mode)), str(journal.get("target", target))
-        recorded = journal.get("parameters") or {}
-        duration_s = recorded.get("duration_s", duration_s)
-        kill_after_s = recorded.get("kill_after_s", kill_after_s)
-        grace_period_s = recorded.get("grace_period_s", grace_period_s)
-        workers = recorded.get("workers", workers)
-    elif target == "homelab" and not profile:
-        raise ConfigError("target 'homelab' needs `profile`: the path of a lab profile YAML "
-                          "(see profiles/), or use target = 'local'")
-    kill = ensure_duration("kill_after_s", kill_after_s)
-    duration = ensure_duration("duration_s", duration_s)
-    if kill is not None and duration is not None and kill >= duration:
-        raise ConfigError(f"kill_after_s = {kill:g} must be shorter than duration_s = {duration:g}: "
-                          "the request has to be in flight when the pod goes")
-    return Params(
-        scenario=scenario, mode=mode, target=target, duration_s=duration, kill_after_s=kill,
-        grace_period_s=ensure_duration("grace_period_s", grace_period_s),
-        workers=ensure_workers(workers), run_dir=path, profile=str(profile) if profile else None,
-        artifacts=artifacts_root(artifacts) if artifacts else None,
-        state_dir=str(state_dir) if state_dir else None, report=bool(report),
-    )
 
 
 @dataclass
@@ -369,50 +210,6 @@ def finish(outcome: Outcome, params: Params | None = None) -> Path | None:
     if PROBLEMS:
         raise RunError("the run completed but its analysis failed: " + "; ".join(PROBLEMS) + where)
     return report
-
-
-def compare_parameters(
-    scenario: str,
-    *,
-    target: str = "local",
-    duration_s: Any = None,
-    kill_after_s: Any = None,
-    grace_period_s: Any = None,
-    workers: Any = None,
-    run_dir_current: str | Path = "",
-    run_dir_improved: str | Path = "",
-    profile: str | Path = "",
-    artifacts: str | Path = "",
-    state_dir: str | Path = "",
-    report: bool = True,
-) -> tuple[Params, Params]:
-    """Validate compare.ipynb's parameters: one Params per mode.
-
-    Parameters:
-        scenario: S1, S3 or S4 (S2 is improved-only).
-        run_dir_current, run_dir_improved: existing runs to compare instead of running them;
-            each must be of `scenario` and of its mode.
-        the rest: as in `parameters`; `workers` is used by S3 only, `grace_period_s` by S1/S4.
-
-    Returns:
-        (current Params, improved Params).
-    """
-    name = ensure_scenario(scenario)
-    if name == "S2":
-        raise ConfigError("scenario 'S2' runs in improved mode only: compare S1 (the same "
-                          "request in both modes), or open s2.ipynb")
-    common = dict(target=target, duration_s=duration_s, kill_after_s=kill_after_s,
-                  grace_period_s=None if name == "S3" else grace_period_s,
-                  workers=workers if name == "S3" else None, profile=profile,
-                  artifacts=artifacts, state_dir=state_dir, report=report)
-    pair = (parameters(name, mode="current", run_dir=run_dir_current, **common),
-            parameters(name, mode="improved", run_dir=run_dir_improved, **common))
-    for p, want, given in ((pair[0], "current", run_dir_current),
-                           (pair[1], "improved", run_dir_improved)):
-        if given and p.mode != want:
-            raise ConfigError(f"run_dir_{want} {str(given)!r} is a {p.mode}-mode run: give a "
-                              f"{want}-mode run directory")
-    return pair
 
 
 def finish_compare(outcome_current: Outcome, outcome_improved: Outcome, *,
