@@ -199,6 +199,117 @@ def test_broken_config_is_refused_and_the_lab_keeps_serving(lab: object) -> None
     assert _get_status(lab) == 200
 
 
+def _h2_get(frontend: object, path: str) -> tuple[int, int, list[str]]:
+    """One HTTP/2 GET that treats GOAWAY as RFC 7540 6.8 and curl (nghttp2) do: a GOAWAY whose
+    last_stream_id covers our stream lets the stream finish. Frames are handled by hand
+    (hyperframe + hpack) because the `h2` state machine closes on any GOAWAY, which is also why
+    httpx 0.28 / httpcore 1.0.9 fail such a stream with RemoteProtocolError(ConnectionTerminated
+    error_code 0): they cannot show what HAProxy's reload does to HTTP/2 clients.
+
+    Returns:
+        (status, body bytes, GOAWAYs seen as "goaway <error code> <last stream id>").
+    """
+    import socket
+    import ssl
+
+    import hpack
+    from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
+
+    ctx = ssl.create_default_context(cafile=str(frontend.ca))  # type: ignore[attr-defined]
+    ctx.set_alpn_protocols(["h2"])
+    raw = socket.create_connection((frontend.host, frontend.port), timeout=30)  # type: ignore[attr-defined]
+    with ctx.wrap_socket(raw, server_hostname=frontend.sni) as sock:  # type: ignore[attr-defined]
+        assert sock.selected_alpn_protocol() == "h2"
+        headers = HeadersFrame(1, hpack.Encoder().encode([
+            (":method", "GET"), (":path", path), (":scheme", "https"), (":authority", frontend.sni)]))  # type: ignore[attr-defined]
+        headers.flags.add("END_HEADERS")
+        headers.flags.add("END_STREAM")
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize() + headers.serialize())
+        decoder, buf = hpack.Decoder(), b""
+        status, size, seen = 0, 0, []
+
+        def read(n: int) -> bytes:
+            nonlocal buf
+            while len(buf) < n:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError(f"connection closed before the stream ended (seen: {seen})")
+                buf += data
+            out, buf = buf[:n], buf[n:]
+            return out
+
+        while True:
+            frame, length = Frame.parse_frame_header(memoryview(read(9)))
+            frame.parse_body(memoryview(read(length)))
+            if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
+                ack = SettingsFrame(0)
+                ack.flags.add("ACK")
+                sock.sendall(ack.serialize())
+            elif isinstance(frame, PingFrame) and "ACK" not in frame.flags:
+                pong = PingFrame(0, frame.opaque_data)
+                pong.flags.add("ACK")
+                sock.sendall(pong.serialize())
+            elif isinstance(frame, GoAwayFrame):
+                seen.append(f"goaway {frame.error_code} {frame.last_stream_id}")
+                if frame.error_code != 0 or frame.last_stream_id < 1:
+                    raise ConnectionError(f"GOAWAY cuts our stream: {seen}")
+            elif isinstance(frame, RstStreamFrame) and frame.stream_id == 1:
+                raise ConnectionError(f"stream reset, error code {frame.error_code}")
+            elif isinstance(frame, HeadersFrame) and frame.stream_id == 1:
+                status = int(dict(decoder.decode(frame.data))[":status"])
+            elif isinstance(frame, DataFrame) and frame.stream_id == 1:
+                size += len(frame.data)
+            if frame.stream_id == 1 and "END_STREAM" in frame.flags:
+                return status, size, seen
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "h2"])
+def test_config_install_mid_request_cuts_nothing_on_the_lab(lab: object, http2: bool) -> None:
+    """The committed configs (TLS, expose-fd listeners) reloaded twice under a long request."""
+    import threading
+
+    from gtnb.traffic import Pin
+
+    balancer = lab.balancer  # type: ignore[attr-defined]
+    mode = _lab_mode(lab) or "current"
+    other = "improved" if mode == "current" else "current"
+    texts = [render_haproxy_config(m, lab.haproxy_values()) for m in (other, mode)]  # type: ignore[attr-defined]
+    out: dict[str, object] = {}
+
+    def long_request() -> None:
+        try:
+            if http2:
+                out["result"] = _h2_get(balancer.frontend(), "/sleep?seconds=4")
+            else:
+                pin = Pin.from_frontend(balancer.frontend())
+                with pin.client(timeout_s=30) as c:
+                    r = c.get("/sleep?seconds=4", extensions=pin.extensions())
+                    out["result"] = (r.status_code, len(r.content), [])
+        except Exception as exc:  # recorded, asserted below
+            out["error"] = repr(exc)
+
+    def in_flight() -> bool:
+        if out:  # ended already: the assertion below says how
+            return True
+        rows = backend_servers(balancer.show_stat())
+        return sum(int(r["scur"] or 0) for r in rows.values()) >= 1
+
+    t = threading.Thread(target=long_request)
+    t.start()
+    wait_until(in_flight, timeout_s=20, what="the long request to reach a server")
+    for text in texts:  # away and back: two reloads while it waits
+        balancer.install_config(text)
+    assert t.is_alive(), f"the request ended before the reloads: {out}"
+    t.join(30)
+    assert "error" not in out, out
+    status, size, seen = out["result"]  # type: ignore[misc]
+    assert status == 200 and size > 0
+    if http2:  # the old worker said goodbye gracefully: finish what you have, open no more
+        assert seen and all(s == "goaway 0 2147483647" for s in seen), seen
+    assert balancer.installed_sha256() == hashlib.sha256(texts[-1].encode()).hexdigest()
+
+
 class _Values:
     """The real lab with some HAProxy values replaced (what a wrong lab profile would do)."""
 
