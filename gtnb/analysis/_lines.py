@@ -192,6 +192,17 @@ def _one_ts(value: object) -> pd.Timestamp | None:
         return None
 
 
+def _all_na(n: int, dtype: str) -> pd.Series:
+    """An all-missing column of a dtype, built without touching n Python objects."""
+    if dtype == "str":
+        return pd.Series(pd.array([None], dtype="str").take(np.zeros(n, dtype=np.intp)))
+    if dtype in ("int64", "bool"):
+        return pd.Series(np.zeros(n, dtype=dtype))
+    if dtype == "float64":
+        return pd.Series(np.full(n, np.nan))
+    return pd.Series(pd.NA if dtype in ("Int64", "boolean") else pd.NaT, index=range(n), dtype=dtype)
+
+
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
     """An empty frame with the given column dtypes (what a missing file loads as)."""
     return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in columns.items()})
@@ -207,10 +218,13 @@ def typed_frame(data: dict[str, object], columns: dict[str, str]) -> pd.DataFram
     for col, dtype in columns.items():
         v = data.get(col)
         if v is None:
-            v = [None] * n
+            out[col] = _all_na(n, dtype)
+            continue
         s = v if isinstance(v, pd.Series) else pd.Series(v, dtype=object)
         s = s.reset_index(drop=True)
-        if dtype == TS_DTYPE:
+        if str(s.dtype) == dtype:
+            pass  # already typed (big frames: skip a pass over every value)
+        elif dtype == TS_DTYPE:
             s = s if str(s.dtype) == TS_DTYPE else to_utc(s)
         elif dtype == "Int64":
             s = pd.to_numeric(s, errors="coerce")
