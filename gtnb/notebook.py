@@ -216,15 +216,22 @@ def finish_compare(outcome_current: Outcome, outcome_improved: Outcome, *,
                    report: bool = True) -> Path | None:
     """compare.ipynb's last cell: compare.html into the improved run's dir; raise if a run failed.
 
+    Runs this notebook made (not loaded with `run_dir_*`) also get their own report.html, so the
+    index links them like any run.
+
     Returns:
         The path of compare.html (None when not rendered).
     """
     path: Path | None = None
-    if report and outcome_current.run_dir and outcome_improved.run_dir:
-        from .report import render_compare_report
+    if report:
+        from .report import render_compare_report, render_report
 
-        path = render_compare_report(outcome_current.run_dir, outcome_improved.run_dir)
-        print(f"comparison report: {path}")
+        for o in (outcome_current, outcome_improved):
+            if o.run_dir is not None and not o.analysed_only:
+                print(f"{o.params.mode} report: {render_report(o.run_dir)}")
+        if outcome_current.run_dir and outcome_improved.run_dir:
+            path = render_compare_report(outcome_current.run_dir, outcome_improved.run_dir)
+            print(f"comparison report: {path}")
     failed = [o for o in (outcome_current, outcome_improved) if not o.ok]
     if failed:
         raise RunError("; ".join(f"{o.params.mode}: {o.failure()}" for o in failed))

@@ -14,6 +14,7 @@ import io
 import logging
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -76,6 +77,9 @@ def narrate(level: int = logging.INFO) -> None:
     The run itself narrates through its own echo (run.log lines and tqdm on stderr), so only
     the loggers of the notebook's own steps are attached here: no line appears twice.
     """
+    # Without ipywidgets tqdm.auto falls back to text bars (safe with the run's collector
+    # threads) but warns "IProgress not found" first: that advice is not for this notebook.
+    warnings.filterwarnings("ignore", message="IProgress not found")
     for name in ("gtnb.notebook", "gtnb.report"):
         logger = logging.getLogger(name)
         if not any(getattr(h, "_gtnb", False) for h in logger.handlers):
