@@ -98,14 +98,16 @@ def ensure_admin_socket(text: str, admin_sock: Path) -> str:
     The lab reads `show stat` and verifies reloads on that socket; a config that moves or drops
     it would only show up as a reload timeout, so it is refused before it runs.
     """
-    declared = {path: rest for path, rest in _STATS_SOCKET.findall(text)}
-    if str(admin_sock) not in declared:
-        found = ", ".join(declared) or "none"
+    # Compared resolved: a relative and an absolute spelling of one state dir are the same socket.
+    declared = {str(Path(path).resolve()): (path, rest) for path, rest in _STATS_SOCKET.findall(text)}
+    want = str(admin_sock.resolve())
+    if want not in declared:
+        found = ", ".join(path for path, _ in declared.values()) or "none"
         raise ConfigError(
             f"the HAProxy config must declare `stats socket {admin_sock} mode 600 level admin` (found: {found}): "
             f"render it with GTNB_ADMIN_SOCKET={admin_sock}"
         )
-    if "level admin" not in declared[str(admin_sock)]:
+    if "level admin" not in declared[want][1]:
         raise ConfigError(f"the HAProxy config's stats socket {admin_sock} needs `level admin`: add it to that line")
     return text
 
