@@ -165,8 +165,8 @@ def toggle(
     target: Target,
     mode: str,
     *,
-    deadlock_policy: str = "force-delete",
-    timeout_s: float = 180.0,
+    deadlock_policy: str | None = None,
+    timeout_s: float | None = None,
     log: Log | None = None,
     progress: bool | Progress | None = None,
     deadlock_after_s: float = DEADLOCK_AFTER_S,
@@ -177,8 +177,10 @@ def toggle(
     Parameters:
         target: any gtnb Target (local lab, homelab).
         mode: `current` or `improved`.
-        deadlock_policy: `force-delete` (the seed's way out) or `report` (raise RolloutDeadlock).
-        timeout_s: how long the rollout may take.
+        deadlock_policy: `force-delete` (the seed's way out) or `report` (raise RolloutDeadlock);
+            default: the target's `deadlock_policy` (a homelab profile's), else `force-delete`.
+        timeout_s: how long the rollout may take; default: the target's `rollout_timeout_s`,
+            else 180 s.
         log: called with each narrated line (a run's run.log); default: the `gtnb.toggle` logger.
         progress: a tqdm bar over the rollout (None/True), none (False), or a callable taking
             each new RolloutStatus.
@@ -192,6 +194,10 @@ def toggle(
         not UP).
     """
     m = load_mode(mode)
+    if deadlock_policy is None:
+        deadlock_policy = str(getattr(target, "deadlock_policy", None) or "force-delete")
+    if timeout_s is None:
+        timeout_s = float(getattr(target, "rollout_timeout_s", None) or 180.0)
     ensure_deadlock_policy(deadlock_policy)
     for name, value in (("timeout_s", timeout_s), ("deadlock_after_s", deadlock_after_s), ("verify_timeout_s", verify_timeout_s)):
         if not isinstance(value, (int, float)) or value <= 0:

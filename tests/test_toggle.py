@@ -65,6 +65,18 @@ def test_toggle_rejects_bad_input_before_touching_the_target() -> None:
         toggle(untouchable, "current", timeout_s=0)  # type: ignore[arg-type]
 
 
+def test_policy_and_timeout_default_to_the_targets() -> None:
+    class Profiled:  # what HomelabTarget offers: the profile's answer, checked like an argument
+        deadlock_policy = "wait-forever"
+        rollout_timeout_s = 60.0
+
+    with pytest.raises(ConfigError, match="deadlock_policy 'wait-forever'"):
+        toggle(Profiled(), "current")  # type: ignore[arg-type]
+    Profiled.deadlock_policy, Profiled.rollout_timeout_s = "report", -1.0
+    with pytest.raises(ConfigError, match="timeout_s=-1"):
+        toggle(Profiled(), "current")  # type: ignore[arg-type]
+
+
 def test_backend_servers_reads_columns_by_header_name() -> None:
     # Columns in an order unlike HAProxy's: positions must not matter, names must.
     stat = (
