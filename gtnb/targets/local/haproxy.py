@@ -71,10 +71,10 @@ def _paths(state_dir: Path) -> tuple[Path, Path, Path, Path, Path]:
     return d / "haproxy.cfg", d / "master.sock", d / "admin.sock", d / "haproxy.pid", state_dir / "haproxy.log"
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, content: str | bytes) -> None:
     """Write a file so a reader (HAProxy's master on reload) never sees half of it."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(text.encode())
+    tmp.write_bytes(content.encode() if isinstance(content, str) else content)
     os.replace(tmp, path)
 
 
@@ -293,10 +293,11 @@ class LocalBalancer:
         new_sha = sha256_text(text)
         with _install_lock(self.state_dir):
             try:
-                previous = self.config_path.read_text()
+                previous = self.config_path.read_bytes()  # bytes: a restore must be byte-exact
             except OSError as exc:
                 raise BalancerError(f"no live HAProxy config at {self.config_path} ({exc.strerror}): is the lab up?") from exc
-            if sha256_text(previous) == new_sha and admin_pid(self.admin_sock) is not None:
+            previous_sha = hashlib.sha256(previous).hexdigest()
+            if previous_sha == new_sha and admin_pid(self.admin_sock) is not None:
                 log.info("haproxy: config %s already installed and serving; no reload", new_sha[:12])
                 return new_sha
             _write_atomic(self.config_path, text)
@@ -316,7 +317,7 @@ class LocalBalancer:
                     ) from exc
                 raise BalancerError(
                     f"HAProxy did not take the new config ({exc}); the previous config "
-                    f"{sha256_text(previous)[:12]} is restored and serving. See {self.log_path}"
+                    f"{previous_sha[:12]} is restored and serving. See {self.log_path}"
                 ) from exc
         log.info("haproxy: reloaded with config %s: workers %s, old workers finishing %s", new_sha[:12],
                  list(info.workers), list(info.old_workers))
