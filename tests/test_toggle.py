@@ -322,6 +322,27 @@ def test_config_install_mid_request_cuts_nothing_on_the_lab(lab: object, http2: 
     assert balancer.installed_sha256() == hashlib.sha256(texts[-1].encode()).hexdigest()
 
 
+@pytest.mark.lab
+def test_control_plane_connection_survives_config_installs(lab: object) -> None:
+    """The seed's "6443 blip" comes from restarting HAProxy; a reload keeps the TCP pass-through
+    connection to the API server: a request half sent before two installs completes after them."""
+    import socket
+
+    balancer = lab.balancer  # type: ignore[attr-defined]
+    values = lab.haproxy_values()  # type: ignore[attr-defined]
+    mode = _lab_mode(lab) or "current"
+    other = "improved" if mode == "current" else "current"
+    with socket.create_connection((values["GTNB_FRONTEND_ADDR"], int(values["GTNB_API_PORT"])), timeout=20) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n")  # not finished yet
+        for m in (other, mode):
+            balancer.install_config(render_haproxy_config(m, values))
+        s.sendall(b"\r\n")
+        answer = b""
+        while data := s.recv(65536):
+            answer += data
+    assert answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n", 1)[0], answer[:200]
+
+
 class _Values:
     """The real lab with some HAProxy values replaced (what a wrong lab profile would do)."""
 
