@@ -255,6 +255,7 @@ CHILD = textwrap.dedent(
     with local_target(sys.argv[1]) as t:
         print("ready", flush=True)
         if sys.argv[2] == "raise":
+            sys.stdin.readline()  # the test has the lab's pids now
             raise RuntimeError("boom in the with block")
         time.sleep(600)
     """
@@ -266,25 +267,30 @@ def test_with_block_always_tears_down(tmp_path: Path, how: str) -> None:
     state = tmp_path / "lab"
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(state), how],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # blocks until the lab serves (or the child fails)
-        assert line.strip() == "ready" or how == "raise", proc.stderr.read() if proc.stderr else ""
-        if how == "raise":
-            assert proc.wait(WAIT_S) != 0
-            assert "boom in the with block" in (proc.stderr.read() if proc.stderr else "")
-            record = json.loads((state / "lab.json").read_text())
-            assert record["status"] == "down"
-            return
+        assert line.strip() == "ready", proc.stderr.read() if proc.stderr else ""
         pids = _lab_pids(state)
         assert len(pids) >= 6
+        if how == "raise":
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            assert proc.wait(WAIT_S) != 0
+            assert "boom in the with block" in (proc.stderr.read() if proc.stderr else "")
+            assert json.loads((state / "lab.json").read_text())["status"] == "down"
+            assert not _alive(pids)
+            return
         if how == "sigint":
             proc.send_signal(signal.SIGINT)  # Ctrl-C
         else:
-            # The supervisor itself SIGKILLed: PR_SET_PDEATHSIG takes every child with it.
+            # The supervisor itself SIGKILLed: PR_SET_PDEATHSIG takes every child with it, before
+            # (and without) any clean-up by the owner of the with block.
             os.kill(json.loads((state / "lab.json").read_text())["pid"], signal.SIGKILL)
+            wait_until(lambda: not _alive(pids), timeout_s=30, what="the lab's processes to die with the supervisor")
             proc.send_signal(signal.SIGINT)
         proc.wait(WAIT_S)
         wait_until(lambda: not _alive(pids), timeout_s=30, what=f"every lab process to be gone after {how}")
