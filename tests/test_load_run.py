@@ -49,6 +49,7 @@ def test_missing_files_load_as_empty_typed_frames(tmp_path: Path) -> None:
     assert str(run.frames["envoy"]["ts"].dtype) == "datetime64[ns, UTC]"
     text = run.summary()
     assert "run.json missing" in text and "envoy.log missing" in text and "client.csv missing" in text
+    assert "no LB_DOWN for pod igw-a" in text  # E1 seen, but no balancer view of it
 
 
 def test_broken_journal_is_noted_not_fatal(tmp_path: Path) -> None:
