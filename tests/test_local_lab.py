@@ -95,6 +95,9 @@ def test_two_labs_up_side_by_side_then_down_leave_nothing(tmp_path: Path) -> Non
         assert all(line.endswith(" UP (L7OK)") for line in pod_lines), status
         assert "master1" not in " ".join(pod_lines) and "unschedulable" in status  # tainted
         assert "lab already up" in lab_up(states[0])
+        second = subprocess.run([sys.executable, "-m", "gtnb.targets.local.supervisor", "--state-dir", str(states[0])],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and "another lab supervisor runs in" in second.stderr, second.stderr
         for state in states:
             r = _get(LocalTarget(state), "/fast")
             assert r.status_code == 200

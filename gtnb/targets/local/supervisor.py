@@ -313,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO)
     log.propagate = False
 
-    lock_fd = _lock_state_dir(state)
+    try:
+        lock_fd = _lock_state_dir(state)
+    except LabError as exc:
+        print(f"gtnb lab supervisor: {exc}", file=sys.stderr)
+        return 2
     schedulable = tuple(n for n in NODE_NAMES if not (args.taint_master and n == "master1"))
     sup = Supervisor(state, args.index, args.mode, schedulable)
 
