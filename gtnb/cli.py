@@ -18,6 +18,8 @@ def _parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="the local lab: up | down | status")
     lab.add_argument("action", choices=("up", "down", "status"))
     lab.add_argument("--state-dir", default=None, help="lab state directory (default .lab/)")
+    lab.add_argument("--taint-master", action="store_true",
+                     help="up: master1 takes no IGW pod, like the seed's cluster (2 schedulable nodes)")
 
     tog = sub.add_parser("toggle", help="put the target into a mode (manifest + HAProxy cfg + pods)")
     tog.add_argument("mode", help="current | improved")
@@ -73,8 +75,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "lab":
         from .targets.local import lab
 
-        action = {"up": lab.lab_up, "down": lab.lab_down, "status": lab.lab_status}[args.action]
-        print(action(state_dir=args.state_dir))
+        if args.action == "up":
+            print(lab.lab_up(state_dir=args.state_dir, taint_master=args.taint_master))
+        else:
+            action = {"down": lab.lab_down, "status": lab.lab_status}[args.action]
+            print(action(state_dir=args.state_dir))
         return 0
     if args.command == "toggle":
         from tqdm import tqdm
