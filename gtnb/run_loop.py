@@ -205,15 +205,7 @@ class _Run:
         result = toggle(self.target, mode, log=self.runlog, progress=self.progress and not restoring)
         if restoring:
             return  # the journal keeps the sha256 of the run's own mode
-        sha = dict(self.journal.data.get("sha256") or {})
-        for key, names in (("manifest", ("manifest_sha256", "manifest")), ("haproxy_cfg", ("cfg_sha256", "haproxy_cfg_sha256", "haproxy_cfg"))):
-            for name in names:
-                value = getattr(result, name, None)
-                if isinstance(value, str):
-                    sha[key] = value
-                    break
-        if not sha.get("haproxy_cfg"):
-            sha["haproxy_cfg"] = self.balancer.installed_sha256()
+        sha = {"manifest": result.manifest_sha256, "haproxy_cfg": result.cfg_sha256}
         self.journal.update(sha256=sha)
 
     def _scale_and_wait(self, replicas: int) -> None:
