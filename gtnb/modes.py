@@ -215,7 +215,13 @@ def toggle(
     manifest_sha = manifest_sha256(m.manifest)
     t = time.monotonic()
     say(f"apply {m.manifest.name} (sha256 {manifest_sha[:12]})")
-    target.cluster.apply(m.manifest)
+    try:
+        target.cluster.apply(m.manifest)
+    except Exception as exc:
+        # Said, not hidden: HAProxy already runs the new mode's config, the pods do not yet.
+        say(f"apply failed ({exc}): HAProxy runs {m.haproxy_cfg.name} while the pods keep their mode; "
+            f"fix the cause and toggle to {mode} again")
+        raise
     timings["apply"] = time.monotonic() - t
 
     t = time.monotonic()
