@@ -291,7 +291,10 @@ class _Run:
 
     @contextmanager
     def _bar(self) -> Iterator[Any]:
-        from tqdm.auto import tqdm
+        # The text bar even in Jupyter: collector threads narrate through tqdm.write while the
+        # bar refreshes, and the notebook widget bar is not safe against that (seen here:
+        # AttributeError 'container'); the text bar serialises both under tqdm's own lock.
+        from tqdm import tqdm
 
         total = self.params["duration_s"]
         bar = tqdm(total=total, unit="s", desc=f"{self.sc.name} {self.mode}", disable=not self.progress,
@@ -357,6 +360,6 @@ class _Run:
 
 
 def _echo(message: str) -> None:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     tqdm.write(f"gtnb: {message}", file=sys.stderr)
