@@ -47,6 +47,18 @@ def _alive(pids: set[int]) -> set[int]:
     return out
 
 
+def _zombies(pids: set[int]) -> set[int]:
+    """Pids left as zombies: nobody reaped them (PID 1 here never does)."""
+    out = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                out.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def _get(target: LocalTarget, path: str, client: httpx.Client | None = None) -> httpx.Response:
     pin = Pin.from_frontend(target.balancer.frontend())
     if client is not None:
@@ -115,6 +127,8 @@ def test_two_labs_up_side_by_side_then_down_leave_nothing(tmp_path: Path) -> Non
         downs = [lab_down(s) for s in states]
     assert all("down in" in d and "leftover" not in d for d in downs), downs
     assert not _alive(pids)
+    # Envoy orphaned by a SIGKILLed agent is reaped by the supervisor (its subreaper) too.
+    assert not _zombies(pids), [psutil.Process(p).name() for p in _zombies(pids)]
     assert "no lab running" in lab_status(states[0])
 
 

@@ -27,9 +27,10 @@ from typing import IO
 
 from ...errors import LabError
 
-__all__ = ["rfc3339nano", "Child", "Spawner", "set_pdeathsig"]
+__all__ = ["rfc3339nano", "Child", "Spawner", "set_pdeathsig", "become_subreaper", "reap_orphans"]
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -38,6 +39,39 @@ def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
     if _libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def become_subreaper() -> None:
+    """Make orphaned descendants (Envoy after its agent was SIGKILLed, HAProxy workers after
+    their master) our children instead of PID 1's, which never reaps them here."""
+    if _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def reap_orphans(keep: set[int]) -> list[tuple[int, str]]:
+    """Reap zombie children that no Popen owns (descendants re-parented to us).
+
+    Parameters:
+        keep: pids a Popen will reap itself; never touched.
+
+    Returns:
+        (pid, name) of each process reaped.
+    """
+    import psutil  # only the supervisor reaps; keep procs importable without it
+
+    reaped = []
+    for child in psutil.Process().children():
+        if child.pid in keep:
+            continue
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                name = child.name()
+                os.waitpid(child.pid, os.WNOHANG)
+                reaped.append((child.pid, name))
+        except (psutil.Error, ChildProcessError):
+            pass
+    return reaped
 
 
 def _child_setup() -> None:
@@ -145,8 +179,17 @@ class Spawner:
 
     def __init__(self) -> None:
         self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._children: list[Child] = []
+        # Held while a child is created and registered, and while orphans are reaped, so the
+        # reaper never takes a fresh child's exit status from its Popen.
+        self.lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="spawner", daemon=True)
         self._thread.start()
+
+    def tracked_pids(self) -> set[int]:
+        """Pids of children whose Popen has not reaped them yet (call with `lock` held)."""
+        self._children = [c for c in self._children if not c.exited.is_set()]
+        return {c.pid for c in self._children}
 
     def _loop(self) -> None:
         while True:
@@ -157,7 +200,10 @@ class Spawner:
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
-                fut.set_result(self._spawn(**kwargs))  # type: ignore[arg-type]
+                with self.lock:
+                    child = self._spawn(**kwargs)  # type: ignore[arg-type]
+                    self._children.append(child)
+                fut.set_result(child)
             except BaseException as exc:  # handed to the caller, who raises it
                 fut.set_exception(exc)
 

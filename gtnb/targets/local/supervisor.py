@@ -24,6 +24,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import psutil
+
 from ...errors import ConfigError, GtnbError, LabError
 from ..._wait import wait_until
 from .addresses import NODE_NAMES, IndexLock, LabAddresses, claim_index
@@ -31,7 +33,7 @@ from .api import ApiServer
 from .controller import Controller
 from .deployment import MODES, AppliedDeployment
 from .kubelet import http_status
-from .procs import Child, Spawner
+from .procs import Child, Spawner, become_subreaper, reap_orphans
 from .state import LabState, resolve_state_dir
 from .values import haproxy_values
 
@@ -130,6 +132,7 @@ class Supervisor:
         self.api.start()
         log.info("api: serving on %s", a.api_url)
         self.controller.start()
+        self._versions()  # now, in this thread: later API threads must not run subprocesses
         self.status = "serving"
         self._started = True
         self.publish()
@@ -232,6 +235,36 @@ class Supervisor:
         except OSError:
             log.exception("could not write %s", self.state.lab_json)
 
+    def reap(self) -> None:
+        """Reap orphaned descendants that died (we are their subreaper), so none stays a zombie."""
+        with self.spawner.lock:
+            keep = self.spawner.tracked_pids()
+            if self.haproxy is not None and self.haproxy.pid:
+                keep.add(self.haproxy.pid)
+            for pid, name in reap_orphans(keep):
+                log.info("reaped orphan %s (pid %d)", name, pid)
+
+    def _reap_stragglers(self, timeout_s: float = 5.0) -> None:
+        # Orphans die by PDEATHSIG a moment after their parent: wait for and reap them all.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.reap()
+            with self.spawner.lock:
+                keep = self.spawner.tracked_pids()
+            left = [c for c in psutil.Process().children() if c.pid not in keep]
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                for c in left:
+                    log.warning("left behind by its parent: %s (pid %d); SIGKILL", c.name(), c.pid)
+                    try:
+                        c.kill()
+                        c.wait(5)
+                    except psutil.Error:
+                        pass
+                return
+            time.sleep(0.05)
+
     def watch(self) -> None:
         """Notice (once) when the backend or HAProxy died under a running lab: say so in
         supervisor.log and lab.json instead of leaving a lab that silently answers nothing."""
@@ -267,6 +300,7 @@ class Supervisor:
             log.info("backend: stopped")
         if self.api is not None:
             self.api.close()
+        self._reap_stragglers()
         self.spawner.close()
         # "failed" only for a lab that never served; a degraded lab that stops is "down".
         self.status = "down" if self._started else "failed"
@@ -318,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         print(f"gtnb lab supervisor: {exc}", file=sys.stderr)
         return 2
+    become_subreaper()
     schedulable = tuple(n for n in NODE_NAMES if not (args.taint_master and n == "master1"))
     sup = Supervisor(state, args.index, args.mode, schedulable)
 
@@ -333,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         sup.start()
         while not sup.stopping.wait(0.5):
             sup.watch()
+            sup.reap()
     except GtnbError as exc:
         sup.error = str(exc)
         log.error("lab failed to start: %s", exc)
