@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up what they need first (scripts/setup.sh).
-.PHONY: demo test setup bench clean
+.PHONY: demo test setup clean
 
 setup:
 	@bash scripts/setup.sh
@@ -9,9 +9,6 @@ demo: setup
 
 test: setup
 	@bash scripts/test.sh
-
-bench: setup
-	@.venv/bin/python benchmarks/run.py
 
 clean:
 	@.venv/bin/gtnb lab down 2>/dev/null || true
