@@ -171,3 +171,22 @@ def test_a_rollout_draws_each_pods_events(tmp_path: Path) -> None:
     lines = _vlines_x(_lane(timeline(run), "client"))
     for t in e1:
         assert any(abs(x - t) < 1e-9 for x in lines), (t, lines)
+
+
+@pytest.mark.parametrize(("node", "warned"), [("worker1", False), ("master1", True)])
+def test_label_names_the_server_and_flags_a_request_that_missed_the_deleted_pod(
+    tmp_path: Path, node: str, warned: bool
+) -> None:
+    """The synthetic request went to worker1 (its HAProxy log line); the deleted pod ran on
+    `node`. A request that never met the deleted pod proves nothing, and the label says so."""
+    import json
+
+    from synthetic_runs import POD
+
+    run_dir = write_run(tmp_path, "S1", "current", stamp=node)
+    journal = json.loads((run_dir / "run.json").read_text())
+    journal["pod_nodes"] = {POD: node}
+    (run_dir / "run.json").write_text(json.dumps(journal))
+    (label,) = [t.get_text() for t in _lane(timeline(load_run(run_dir)), "client").texts]
+    assert "via worker1" in label
+    assert ("NOT the deleted pod's node (master1)" in label) is warned

@@ -139,6 +139,11 @@ def _client_lane(ax: Axes, view: RunView, xlim: tuple[float, float]) -> None:
         label = f"{'completed' if r.ok else 'CUT'}: {what} at t={r.t1:.2f} s"
         if view.scenario == "S4":
             label += f", {int(r.chunks)} chunks"
+        if isinstance(r.server, str):
+            label += f", via {r.server}"
+            if view.killed_node and r.server != view.killed_node:
+                # The request never met the deleted pod: its outcome says nothing about the fix.
+                label += f" — NOT the deleted pod's node ({view.killed_node})"
         # The label reads leftwards from the outcome unless the bar is short and near the left.
         leftwards = r.ok or r.t1 > xlim[0] + 0.5 * (xlim[1] - xlim[0])
         ax.annotate(label, (r.t1, i), xytext=(-6 if leftwards else 6, 9), textcoords="offset points",

@@ -45,6 +45,7 @@ class RunView:
     chunks: pd.DataFrame  # request_id, k, t
     servers: pd.DataFrame  # server, t, status (stat.csv samples of the IGW backend servers)
     hc: pd.DataFrame = field(default_factory=pd.DataFrame)  # t, to (hc FSM transitions)
+    killed_node: str | None = None  # the node (HAProxy server) of the deleted pod, if known
 
 
 def _epoch(values: Any) -> pd.Series:
@@ -114,7 +115,7 @@ def view_of(run: Any) -> RunView:
         })
 
     cl = pd.DataFrame(columns=["worker", "request_id", "t0", "t1", "status", "error", "ok",
-                               "chunks", "curl_exit"])
+                               "chunks", "curl_exit", "server"])
     if not client.empty:
         error = client.get("error", pd.Series([""] * len(client))).fillna("").astype(str)
         status = pd.to_numeric(client.get("status"), errors="coerce")
@@ -133,6 +134,7 @@ def view_of(run: Any) -> RunView:
                    ((error == "") & complete & ~(status >= 500).fillna(False)).values),
             "chunks": pd.to_numeric(client.get("chunks", 0), errors="coerce").fillna(0).values,
             "curl_exit": pd.to_numeric(client.get("curl_exit"), errors="coerce").values,
+            "server": _request_servers(_frame(run, "haproxy"), client, t0),
         })
 
     ch = _frame(run, "chunks")
@@ -150,6 +152,8 @@ def view_of(run: Any) -> RunView:
         tr = hc[hc["event"] == "transition"]
         hcv = pd.DataFrame({"t": _epoch(tr["ts"]).values - origin, "to": tr["to"].astype(str).values})
 
+    killed = journal.get("killed_pod")
+    killed_node = (journal.get("pod_nodes") or {}).get(killed) if killed else None
     started = str(journal.get("started_at") or "")
     if not started and anchor_ts:
         started = datetime.fromtimestamp(anchor_ts, timezone.utc).isoformat()
@@ -157,7 +161,7 @@ def view_of(run: Any) -> RunView:
         scenario=str(journal.get("scenario", "?")), mode=str(journal.get("mode", "?")),
         target=str(journal.get("target", "?")), status=str(journal.get("status", "?")),
         started=started, anchor_ts=anchor_ts, anchor_name=anchor_name, events=ev, client=cl,
-        chunks=chunks, servers=servers, hc=hcv,
+        chunks=chunks, servers=servers, hc=hcv, killed_node=killed_node,
     )
 
 
@@ -179,3 +183,24 @@ def _servers(stat: pd.DataFrame, origin: float) -> pd.DataFrame:
     return pd.DataFrame({"server": rows["svname"].astype(str).values,
                          "t": _epoch(rows["ts"]).values - origin,
                          "status": rows["status"].astype(str).values})
+
+
+def _request_servers(haproxy: pd.DataFrame, client: pd.DataFrame, t0: pd.Series) -> list[Any]:
+    """The HAProxy server each client request went to (its request log line: same path,
+    accepted within 2 s of the start); None where unknown. Only for a few long requests: that
+    is where one wrong server (a replica that was not killed) silently changes the result."""
+    none: list[Any] = [None] * len(client)
+    if len(client) > 12 or haproxy.empty or not {"kind", "accepted", "server", "path"} <= set(haproxy):
+        return none
+    req = haproxy[haproxy["kind"] == "request"]
+    if req.empty or "path" not in client:
+        return none
+    accepted = _epoch(req["accepted"].reset_index(drop=True)).to_numpy()
+    paths, servers = req["path"].astype(str).to_numpy(), req["server"].astype(str).to_numpy()
+    out = []
+    for path, start in zip(client["path"].astype(str), t0):
+        gaps = [(abs(a - start), srv) for a, p, srv in zip(accepted, paths, servers)
+                if p == path and a == a]
+        best = min(gaps, default=None)
+        out.append(best[1] if best is not None and best[0] < 2.0 else None)
+    return out
