@@ -31,13 +31,24 @@ __all__ = [
     "RunError",
     "RunLockedError",
     "ArtifactError",
+    "run",
     "load_run",
+    "toggle",
 ]
 
+# The three entry points DESIGN.md promises (`from gtnb import run, load_run, toggle`), loaded on
+# first use: `import gtnb` (and so the CLI) must not pull in pandas, httpx or matplotlib.
+_LAZY = {
+    "run": ("gtnb.scenarios", "run"),
+    "load_run": ("gtnb.analysis", "load_run"),
+    "toggle": ("gtnb.modes", "toggle"),
+}
 
-def __getattr__(name: str):  # lazy: `import gtnb` (and the CLI) must not pull in pandas
-    if name == "load_run":
-        from .analysis import load_run
 
-        return load_run
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'gtnb' has no attribute {name!r}")
