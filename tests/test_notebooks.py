@@ -13,6 +13,7 @@ import ast
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -24,7 +25,8 @@ from gtnb.analysis import load_run, verdict
 from gtnb.artifacts import REPO_ROOT
 from gtnb.notebook import NOTEBOOKS_DIR
 
-PAPERMILL = str(REPO_ROOT / ".venv" / "bin" / "papermill")
+# papermill's command line from the environment running the tests, as a user types it.
+PAPERMILL = str(Path(sys.executable).parent / "papermill")
 NOTEBOOKS = ["s1", "s2", "s3", "s4", "compare"]
 
 
