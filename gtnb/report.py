@@ -9,6 +9,10 @@ that to `<run_dir>/report.html`. Analysis-only execution needs no lab and takes 
 report is the same whatever papermill's output path was, and `gtnb report RUN_DIR` uses the very
 same path for runs made from the CLI. A failed run re-executes just as well: its notebook raises
 in the last cell, papermill still writes the notebook, and the report shows where it failed.
+The price: one more kernel start (a few seconds), and the report shows the notebook file as
+saved (unsaved edits in JupyterLab do not reach it). Rejected: `--inject-output-path` (the
+notebook on stdout has no path, and users would have to remember the flag), and rebuilding the
+notebook from the kernel's history (display outputs such as figures are not kept there).
 
 The HTML hides code cells, starts with the run's parameters table and its verdict, and carries
 figures inline as base64 PNGs; the template drops nbconvert's CDN scripts (require.js, MathJax,
