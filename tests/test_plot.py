@@ -190,3 +190,18 @@ def test_label_names_the_server_and_flags_a_request_that_missed_the_deleted_pod(
     (label,) = [t.get_text() for t in _lane(timeline(load_run(run_dir)), "client").texts]
     assert "via worker1" in label
     assert ("NOT the deleted pod's node (master1)" in label) is warned
+
+
+def test_events_the_artifacts_do_not_show_are_listed(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, "S1", "current", stamp="nodown")
+    log = run_dir / "haproxy.log"
+    log.write_text("".join(ln + "\n" for ln in log.read_text().splitlines() if "is DOWN" not in ln))
+    stat = run_dir / "stat.csv"
+    stat.write_text(stat.read_text().replace("DOWN", "UP"))  # HAProxy never marked it DOWN
+    run = load_run(run_dir)
+    names = set(view_of(run).events["name"])
+    assert "LB_DOWN" not in names
+    notes = [t for t in _texts(timeline(run)) if t.startswith("not seen: ")]
+    assert len(notes) == 1 and EVENT_LABELS["LB_DOWN"] in notes[0]
+    for name in names:
+        assert EVENT_LABELS[name] not in notes[0]

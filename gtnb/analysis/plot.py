@@ -106,6 +106,14 @@ def _event_lane(ax: Axes, view: RunView, xlim: tuple[float, float], width_in: fl
     ax.set_ylim(-0.1, max(1, len(rows)) + 0.1)
     if view.events.empty:
         ax.text(0.5, 0.5, "no events found", transform=ax.transAxes, ha="center", color="#757575")
+        return
+    # An event the artifacts do not show is news too (e.g. HAProxy's DOWN after the run ended).
+    fourth = "PROXY_KILLED" if view.mode == "current" else "CONNS_ZERO"
+    expected = ("HEALTH_FAIL", "LB_DOWN", "DRAIN_START", fourth, "SIGTERM", "POD_EXIT")
+    missing = [EVENT_LABELS[n] for n in expected if n not in set(view.events["name"])]
+    if missing:
+        ax.text(0.0, 1.0, "not seen: " + ", ".join(missing), transform=ax.transAxes, ha="left",
+                va="top", fontsize=8, color="#757575", style="italic")
 
 
 def _client_lane(ax: Axes, view: RunView, xlim: tuple[float, float]) -> None:
