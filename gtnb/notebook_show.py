@@ -191,7 +191,7 @@ def show_events(run: Any) -> None:
     if events is None or len(events) == 0:
         _note("no events found in the artifacts", "#c62828")
         return
-    cols = [c for c in ("name", "t", "ts", "source", "evidence") if c in events.columns]
+    cols = [c for c in ("name", "t", "source", "pod", "note", "evidence") if c in events.columns]
     _display(events[cols])
 
 
