@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import http.client
 import io
+import re
 import socket
 import threading
 import time
@@ -270,8 +271,10 @@ def test_start_fails_clearly_when_haproxy_exits(tmp_path: Path) -> None:
         squatter.listen()
         port = squatter.getsockname()[1]
         proc = HaproxyProcess(tmp_path / "lab")
-        with pytest.raises(LabError, match="exited with code"):
+        with pytest.raises(LabError, match="exited with code") as info:
             proc.start(_config(tmp_path / "lab", port, 1))
+    # The reason is HAProxy's own [ALERT], from its stderr log.
+    assert "haproxy.stderr.log" in str(info.value) and "[ALERT]" in str(info.value), info.value
     assert not proc.running
 
 
@@ -313,6 +316,25 @@ def test_wait_servers_up_waits_until_every_server_is_checked(lab: Lab) -> None:
         wait_servers_up(lab.balancer, ["s9"], timeout_s=1, backend="be")
     with pytest.raises(BalancerError, match=r"s2 UP \(status DOWN, check L4CON\)"):
         wait_servers_up(lab.balancer, ["s2"], timeout_s=0.5, backend="be")
+
+
+def test_haproxy_log_holds_only_timestamped_lines_stderr_goes_apart(lab: Lab) -> None:
+    # With -db HAProxy repeats state changes on stderr (`[WARNING]  (pid) : Server be/s3 is
+    # DOWN ...`, no timestamp); they once landed in haproxy.log next to the logged line.
+    text = lab.config().replace(
+        f"server s1 127.0.0.1:{lab.backend_port} check inter 500ms rise 1 fall 2",
+        f"server s1 127.0.0.1:{lab.backend_port} check inter 500ms rise 1 fall 2\n"
+        "    server s3 127.0.0.1:1 check inter 200ms fall 1",
+    )
+    lab.balancer.install_config(text)
+    stderr_log = lab.state / "haproxy.stderr.log"
+    wait_until(lambda: "Server be/s3 is DOWN" in (lab.state / "haproxy.log").read_text()
+               and "Server be/s3 is DOWN" in stderr_log.read_text(),
+               timeout_s=20, what="s3's DOWN in haproxy.log and haproxy.stderr.log")
+    lines = (lab.state / "haproxy.log").read_text().splitlines()
+    untimed = [line for line in lines if not re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", line)]
+    assert untimed == [], untimed[:3]
+    assert any(line.startswith("[WARNING]") and "be/s3 is DOWN" in line for line in stderr_log.read_text().splitlines())
 
 
 def test_config_without_the_admin_socket_is_refused_up_front(lab: Lab, tmp_path: Path) -> None:

@@ -2,8 +2,11 @@
 
 `HaproxyProcess` is the process itself, owned by whoever starts it (the lab supervisor, or a
 test): `haproxy -W -db -f <state>/haproxy/haproxy.cfg -S <state>/haproxy/master.sock`, in the
-foreground so it stays our attached child (PID 1 here does not reap orphans), its output (the
-`log stdout format iso` lines and the master's notices) appended to `<state>/haproxy.log`.
+foreground so it stays our attached child (PID 1 here does not reap orphans), its stdout (the
+`log stdout format iso` lines) appended to `<state>/haproxy.log` and its stderr (with `-db` the
+master's and workers' `[NOTICE]`/`[WARNING]`/`[ALERT]` messages, which repeat state changes such
+as `Server ... is DOWN` without a timestamp) to `<state>/haproxy.stderr.log`, so haproxy.log
+holds only timestamped log lines, as a homelab's syslog file does.
 
 `LocalBalancer` is the gtnb Balancer over such a process, usable from any process that can read
 the state directory: configs are checked with `haproxy -c`, written atomically and *reloaded*
@@ -51,6 +54,7 @@ __all__ = [
     "master_proc_info",
     "reload_master",
     "sha256_text",
+    "stderr_log_path",
 ]
 
 log = logging.getLogger("gtnb.haproxy")
@@ -69,6 +73,11 @@ def _paths(state_dir: Path) -> tuple[Path, Path, Path, Path, Path]:
     """(config, master.sock, admin.sock, pid file, haproxy.log) of a lab state directory."""
     d = state_dir / "haproxy"
     return d / "haproxy.cfg", d / "master.sock", d / "admin.sock", d / "haproxy.pid", state_dir / "haproxy.log"
+
+
+def stderr_log_path(state_dir: Path) -> Path:
+    """HAProxy's stderr (its un-timestamped notices and alerts) of a lab state directory."""
+    return state_dir / "haproxy.stderr.log"
 
 
 def _write_atomic(path: Path, content: str | bytes) -> None:
@@ -133,6 +142,7 @@ class HaproxyProcess:
         self.state_dir = Path(state_dir)
         self.haproxy = find_haproxy(haproxy)  # Debian's lives in /usr/sbin, often not on PATH
         self.config_path, self.master_sock, self.admin_sock, self.pid_file, self.log_path = _paths(self.state_dir)
+        self.stderr_path = stderr_log_path(self.state_dir)
         self._popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -165,8 +175,8 @@ class HaproxyProcess:
         _write_atomic(self.config_path, text)
         argv = [self.haproxy, "-W", "-db", "-f", str(self.config_path), "-S", str(self.master_sock),
                 "-p", str(self.pid_file)]
-        with open(self.log_path, "ab") as out:
-            self._popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        with open(self.log_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            self._popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                            preexec_fn=_child_setup)
         log.info("haproxy: started pid %d: %s", self._popen.pid, " ".join(argv))
 
@@ -174,7 +184,9 @@ class HaproxyProcess:
             if self._popen is not None and self._popen.poll() is not None:
                 code = self._popen.returncode
                 self._popen = None
-                raise LabError(f"HAProxy exited with code {code} at start; last lines of {self.log_path}:\n{_tail(self.log_path)}")
+                # Why it failed (`[ALERT] ... cannot bind socket`) is on stderr.
+                raise LabError(f"HAProxy exited with code {code} at start; last lines of {self.stderr_path}:\n"
+                               f"{_tail(self.stderr_path)}\nand of {self.log_path}:\n{_tail(self.log_path)}")
             # Both sockets: the worker serves the admin socket before the master enters its own
             # loop and serves the master CLI (seen here: `show proc` refused for a moment after
             # `show stat` answers); a reload right after start needs the master CLI.
@@ -275,6 +287,7 @@ class LocalBalancer:
         self._frontend = frontend
         self.haproxy = find_haproxy(haproxy)
         self.config_path, self.master_sock, admin, self.pid_file, self.log_path = _paths(self.state_dir)
+        self.stderr_path = stderr_log_path(self.state_dir)
         self.admin_sock = Path(admin_socket) if admin_socket is not None else admin
         self.reload_timeout_s = reload_timeout_s
 
@@ -313,11 +326,11 @@ class LocalBalancer:
                 except BalancerError as again:
                     raise BalancerError(
                         f"HAProxy reload failed ({exc}) and so did the reload with the restored previous config "
-                        f"({again}): check {self.log_path} and restart the lab (`gtnb lab down`, `gtnb lab up`)"
+                        f"({again}): check {self.stderr_path} and restart the lab (`gtnb lab down`, `gtnb lab up`)"
                     ) from exc
                 raise BalancerError(
                     f"HAProxy did not take the new config ({exc}); the previous config "
-                    f"{previous_sha[:12]} is restored and serving. See {self.log_path}"
+                    f"{previous_sha[:12]} is restored and serving. See {self.stderr_path}"
                 ) from exc
         log.info("haproxy: reloaded with config %s: workers %s, old workers finishing %s", new_sha[:12],
                  list(info.workers), list(info.old_workers))

@@ -157,7 +157,7 @@ def reload_master(
             if info.failed > before.failed:
                 raise BalancerError(
                     f"HAProxy reported a failed reload ({how}; failed reloads {before.failed} -> {info.failed}): "
-                    "see haproxy.log for its ALERT lines"
+                    "see haproxy.stderr.log (local lab) or the HAProxy journal for its ALERT lines"
                 )
             if info.reloads <= before.reloads:
                 return None

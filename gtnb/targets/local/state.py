@@ -6,7 +6,8 @@ one lab lives, and `lab.json`, the record other processes read to find the lab.
     <state>/supervisor.out            the supervisor's own stdout/stderr (tracebacks)
     <state>/deployment.json           the applied manifest, replicas, restartedAt (survives down/up)
     <state>/backend.log               the backend's output, timestamped
-    <state>/haproxy.log               HAProxy's log
+    <state>/haproxy.log               HAProxy's log (timestamped lines only)
+    <state>/haproxy.stderr.log        HAProxy's stderr: [NOTICE]/[WARNING]/[ALERT] messages
     <state>/haproxy/haproxy.cfg, admin.sock, master.sock
     <state>/pods/<pod>/<container>.log   lines with the `kubectl logs --timestamps` prefix
     <state>/pods/<pod>/<container>.exit  the exit code, written once the log is complete

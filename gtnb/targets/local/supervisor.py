@@ -272,7 +272,7 @@ class Supervisor:
         if self.backend is not None and not self.backend.running:
             dead.append(f"backend exited with code {self.backend.returncode} (see {self.state.backend_log})")
         if self.haproxy is not None and not self.haproxy.running:
-            dead.append(f"HAProxy exited (see {self.state.haproxy_log})")
+            dead.append(f"HAProxy exited (see {self.state.root / 'haproxy.stderr.log'})")
         error = "; ".join(dead) or None
         if error and error != self.error:
             self.error = error
