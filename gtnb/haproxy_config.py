@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -30,6 +31,8 @@ __all__ = [
     "render_haproxy_config",
     "find_haproxy",
     "check_config",
+    "CheckTimings",
+    "parse_check_timings",
 ]
 
 log = logging.getLogger(__name__)
@@ -203,3 +206,110 @@ def check_config(text: str, haproxy: str = "haproxy") -> None:
         for line in output.splitlines():
             if "[WARNING]" in line:
                 log.warning("haproxy -c: %s", line.replace(str(cfg), "<config>"))
+
+
+# -- check timings ---------------------------------------------------------------------------
+
+# HAProxy 2.6's defaults for a checked server (fastinter and downinter default to inter).
+_CHECK_DEFAULTS = {"inter": 2.0, "fall": 3, "rise": 2}
+_TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_TIME = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s|m|h|d)?$")
+
+
+@dataclass(frozen=True)
+class CheckTimings:
+    """The health-check timings HAProxy applies to a backend's servers.
+
+    Attributes:
+        inter_s: `inter`, the check period while a server is UP.
+        fastinter_s: `fastinter`, the period between a first failed check and DOWN.
+        fall: failed checks in a row that mark a server DOWN.
+        rise: passed checks in a row that mark it UP.
+    """
+
+    inter_s: float
+    fastinter_s: float
+    fall: int
+    rise: int
+
+    def as_parameters(self) -> dict[str, float | int]:
+        """The run.json `parameters` keys the analysis reads (docs/contracts.md)."""
+        return {"inter_s": self.inter_s, "fastinter_s": self.fastinter_s, "fall": self.fall, "rise": self.rise}
+
+
+def _seconds(word: str, keyword: str, line: str) -> float:
+    # HAProxy reads a bare number as milliseconds.
+    m = _TIME.match(word)
+    if not m:
+        raise ConfigError(f"HAProxy `{keyword} {word}` in `{line}` is not a time: write it like 500ms or 2s")
+    return float(m.group(1)) * _TIME_UNITS[m.group(2) or "ms"]
+
+
+def _check_settings(words: list[str], line: str) -> dict[str, float | int]:
+    out: dict[str, float | int] = {}
+    for key, value in zip(words, words[1:]):
+        if key in ("inter", "fastinter"):
+            out[key] = _seconds(value, key, line)
+        elif key in ("fall", "rise"):
+            if not value.isdigit() or int(value) < 1:
+                raise ConfigError(f"HAProxy `{key} {value}` in `{line}` is not a count: write a number >= 1")
+            out[key] = int(value)
+    return out
+
+
+def parse_check_timings(text: str, backend: str = "istio-http-backend") -> CheckTimings:
+    """Read the check timings of a backend's servers from a (rendered) config text.
+
+    `default-server` lines apply from where they stand (a `defaults` section's to the proxies
+    after it, a backend's to its later servers); a `server` line's own settings come last; what
+    no line sets is HAProxy's default (inter 2s, fastinter = inter, fall 3, rise 2).
+
+    Parameters:
+        text: the config, e.g. the text the toggle installed.
+        backend: the backend whose servers are read.
+
+    Returns:
+        CheckTimings. Raises ConfigError when the backend or its servers are missing, when a
+        value is not a time or count, or when its servers are checked with different timings.
+    """
+    section, in_backend, seen_backend = "", False, False
+    defaults_ds: dict[str, float | int] = {}
+    backend_ds: dict[str, float | int] = {}
+    servers: dict[str, dict[str, float | int]] = {}
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        words = line.split()
+        if not words:
+            continue
+        if words[0] in ("global", "defaults", "frontend", "backend", "listen", "peers", "resolvers", "userlist",
+                        "program", "mailers", "cache", "ring", "http-errors"):
+            section = words[0]
+            in_backend = section in ("backend", "listen") and len(words) > 1 and words[1] == backend
+            seen_backend |= in_backend
+            if section == "defaults":
+                defaults_ds = {}  # a new defaults section replaces the previous one
+            if in_backend:
+                backend_ds = dict(defaults_ds)
+            continue
+        if words[0] == "default-server" and section == "defaults":
+            defaults_ds.update(_check_settings(words[1:], line))
+        elif words[0] == "default-server" and in_backend:
+            backend_ds.update(_check_settings(words[1:], line))
+        elif words[0] == "server" and in_backend and len(words) > 1:
+            servers[words[1]] = {**backend_ds, **_check_settings(words[2:], line)}
+    if not seen_backend:
+        raise ConfigError(f"the HAProxy config has no backend {backend!r}: is it one of haproxy/haproxy-<mode>.cfg?")
+    if not servers:
+        raise ConfigError(f"backend {backend!r} of the HAProxy config has no server lines: add the nodes' servers")
+    timings = {}
+    for name, got in servers.items():
+        inter = float(got.get("inter", _CHECK_DEFAULTS["inter"]))
+        timings[name] = CheckTimings(inter_s=inter, fastinter_s=float(got.get("fastinter", inter)),
+                                     fall=int(got.get("fall", _CHECK_DEFAULTS["fall"])),
+                                     rise=int(got.get("rise", _CHECK_DEFAULTS["rise"])))
+    distinct = set(timings.values())
+    if len(distinct) > 1:
+        listing = "; ".join(f"{n}: {t}" for n, t in timings.items())
+        raise ConfigError(f"the servers of backend {backend!r} are checked with different timings ({listing}): "
+                          "give them one `default-server` line")
+    return distinct.pop()

@@ -26,10 +26,12 @@ from gtnb.errors import BalancerError, ConfigError
 from gtnb.haproxy_config import (
     HOMELAB_DEFAULTS,
     MODES,
+    CheckTimings,
     check_config,
     config_variables,
     haproxy_config_path,
     haproxy_values_doc,
+    parse_check_timings,
     render_haproxy_config,
 )
 
@@ -380,3 +382,61 @@ def test_find_haproxy_falls_back_to_usr_sbin(monkeypatch: pytest.MonkeyPatch) ->
     assert find_haproxy() == "/usr/sbin/haproxy"
     assert find_haproxy("/opt/x/haproxy") == "/opt/x/haproxy"
     assert find_haproxy("no-such-haproxy") == "no-such-haproxy"
+
+
+# ---------------------------------------------------------------- check timings (S2 bounds)
+
+
+def test_check_timings_of_the_committed_configs(tmp_path: Path, cert: tuple[Path, Path]) -> None:
+    # The rendered text (what the toggle installs) and the committed file read the same.
+    for mode in MODES:
+        rendered = render_haproxy_config(mode, _values(tmp_path, cert[1]))
+        assert parse_check_timings(rendered) == parse_check_timings(haproxy_config_path(mode).read_text())
+    improved = parse_check_timings(haproxy_config_path("improved").read_text())
+    # Compared with the cfg's own default-server line, word by word, not with a copy of it.
+    line = next(d for d in _directives(haproxy_config_path("improved").read_text()) if d.startswith("default-server"))
+    words = line.split()
+    assert improved.fall == int(words[words.index("fall") + 1])
+    assert improved.rise == int(words[words.index("rise") + 1])
+    assert improved.as_parameters().keys() == {"inter_s", "fastinter_s", "fall", "rise"}
+    # current sets no fastinter: HAProxy then uses inter between the failed checks too.
+    current = parse_check_timings(haproxy_config_path("current").read_text())
+    assert current.fastinter_s == current.inter_s
+
+
+_BASE = """
+defaults
+    default-server inter 3s fall 4
+backend other
+    server x 127.0.0.1:1 check inter 9s
+backend istio-http-backend
+{body}
+"""
+
+
+@pytest.mark.parametrize("body, want", [
+    ("    server a 1.2.3.4:8080 check", CheckTimings(3.0, 3.0, 4, 2)),  # defaults section, HAProxy defaults
+    ("    default-server inter 1500 fastinter 250ms rise 5\n    server a 1.2.3.4:8080 check",
+     CheckTimings(1.5, 0.25, 4, 5)),  # a bare number is milliseconds
+    ("    server a 1.2.3.4:8080 check fall 1\n    server b 1.2.3.5:8080 check fall 1 inter 3000ms",
+     CheckTimings(3.0, 3.0, 1, 2)),  # server lines' own settings
+])
+def test_check_timings_follow_haproxy_precedence(body: str, want: CheckTimings) -> None:
+    assert parse_check_timings(_BASE.format(body=body)) == want
+
+
+def test_check_timings_without_defaults_are_haproxys() -> None:
+    assert parse_check_timings("backend istio-http-backend\n    server a 1.2.3.4:8080 check\n") == CheckTimings(2.0, 2.0, 3, 2)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("backend nope\n    server a 1.2.3.4:80 check\n", "no backend 'istio-http-backend'"),
+    ("backend istio-http-backend\n    balance roundrobin\n", "has no server lines"),
+    ("backend istio-http-backend\n    server a 1.2.3.4:80 check inter fast\n", "`inter fast`.*500ms"),
+    ("backend istio-http-backend\n    server a 1.2.3.4:80 check fall 0\n", "`fall 0`.*number >= 1"),
+    ("backend istio-http-backend\n    server a 1.2.3.4:80 check\n    server b 1.2.3.5:80 check fall 9\n",
+     "different timings.*one `default-server` line"),
+])
+def test_check_timings_bad_input_names_the_thing(text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_check_timings(text)
