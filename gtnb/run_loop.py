@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from hashlib import sha256
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,14 +20,16 @@ from typing import Any
 
 from .artifacts import REPO_ROOT, Journal, LabLock, artifacts_root, lab_lock_path, new_run_dir
 from .collect import Collectors, RunLog, parse_show_stat
-from .errors import RunError
+from .errors import ConfigError, RunError
+from .haproxy_config import parse_check_timings, render_haproxy_config
+from .manifests import load_igw_spec, manifest_path
 from .run_traffic import RunTraffic
 from .scenarios import Scenario
 from .targets import open_target
 from .targets.base import Balancer, Cluster, Pod, Target
 from .traffic import Pin
 
-__all__ = ["execute", "BACKEND", "lab_mode"]
+__all__ = ["execute", "BACKEND", "lab_mode", "mode_timings"]
 
 BACKEND = "istio-http-backend"  # HAProxy's backend of IGW servers; servers are named after nodes
 _TICK_S = 0.1
@@ -93,6 +96,32 @@ def _servers(target: Target) -> dict[str, tuple[str, int]]:
             scur = row[ix["scur"]]
             out[row[ix["svname"]]] = (row[ix["status"]], int(scur) if scur.isdigit() else 0)
     return out
+
+
+def mode_timings(mode: str, values: dict[str, str], cfg_sha256: str | None = None) -> dict[str, float | int]:
+    """The check and poll timings a mode runs with, for run.json `parameters`.
+
+    Parameters:
+        mode: `current` or `improved`.
+        values: the target's `haproxy_values()` (the config is rendered as the toggle did).
+        cfg_sha256: the installed config's sha256; a different rendering is an error.
+
+    Returns:
+        `inter_s`, `fastinter_s`, `fall`, `rise` (the backend's `default-server` / `server`
+        settings) and `poll_interval_s` (the hc container's HC_POLL_INTERVAL_S, hc's 1 s default).
+    """
+    text = render_haproxy_config(mode, values)
+    if cfg_sha256 is not None and sha256(text.encode()).hexdigest() != cfg_sha256:
+        raise RunError(f"haproxy-{mode}.cfg rendered now (sha256 {sha256(text.encode()).hexdigest()[:12]}) is not "
+                       f"the config the toggle installed ({cfg_sha256[:12]}): was the file edited during the run?")
+    hc_env = load_igw_spec(manifest_path(mode)).container("hc").env
+    raw = hc_env.get("HC_POLL_INTERVAL_S", "1")
+    try:
+        poll = float(raw)
+    except ValueError:
+        raise ConfigError(f"{manifest_path(mode).name}: hc's HC_POLL_INTERVAL_S {raw!r} is not a number of "
+                          "seconds: write it like \"1\"") from None
+    return {**parse_check_timings(text, BACKEND).as_parameters(), "poll_interval_s": poll}
 
 
 class _Run:
@@ -207,6 +236,12 @@ class _Run:
             return  # the journal keeps the sha256 of the run's own mode
         sha = {"manifest": result.manifest_sha256, "haproxy_cfg": result.cfg_sha256}
         self.journal.update(sha256=sha)
+        # The analysis bounds S2 with these (docs/contracts.md): the config and manifest in use,
+        # not the defaults it falls back to.
+        timings = mode_timings(mode, self.target.haproxy_values(), result.cfg_sha256)
+        self.journal.update(parameters={**self.journal.data["parameters"], **timings})
+        self.runlog("timings in use: " + ", ".join(f"{k} {v:g}" for k, v in timings.items())
+                    + f" (haproxy-{mode}.cfg as installed, {manifest_path(mode).name})")
 
     def _scale_and_wait(self, replicas: int) -> None:
         self.runlog(f"scale to {replicas} replica{'s' if replicas != 1 else ''} and wait until HAProxy sees them UP")

@@ -203,6 +203,20 @@ def test_s2_improved_drains_in_order(lab) -> None:
     assert mine[0].startswith("SERVING to=DRAINING") and any(t.startswith("DRAINING to=DRAINED") for t in mine)
     # Drain call after the first transition, DRAINED after the drain call.
     assert events.index("transition") < events.index("drain_start")
+    # The S2 bounds come from what the run installed: the lab's live config, the manifest's hc.
+    from gtnb.analysis import load_run, verdict
+    from gtnb.haproxy_config import parse_check_timings
+    from gtnb.manifests import load_igw_spec, manifest_path
+
+    state = lab[0]
+    installed = parse_check_timings((state / "haproxy" / "haproxy.cfg").read_text())
+    params = journal["parameters"]
+    assert {k: params[k] for k in ("inter_s", "fastinter_s", "fall", "rise")} == installed.as_parameters()
+    hc_env = load_igw_spec(manifest_path("improved")).container("hc").env
+    assert params["poll_interval_s"] == float(hc_env["HC_POLL_INTERVAL_S"])
+    on_time = next(c for c in verdict(load_run(run_dir)).checks if c.name == "LB_DOWN on time")
+    assert "timings from run.json" in on_time.expected, on_time
+    assert f"inter {installed.inter_s:g} + ({installed.fall:g}-1) x fastinter {installed.fastinter_s:g}" in on_time.expected
 
 
 @pytest.mark.lab

@@ -44,12 +44,16 @@ def test_s2_checks_order_and_bounds(tmp_path: Path) -> None:
     assert {"events in order", "LB_DOWN on time", "drain after LB_DOWN",
             "DRAINED after the last request", "SIGTERM after DRAINED"} <= set(names)
     assert v.ok, str(v)
+    on_time = next(c for c in v.checks if c.name == "LB_DOWN on time")
+    assert "timings from haproxy-improved.cfg defaults" in on_time.expected  # the journal has none
     # Tighter HAProxy timings than the synthetic DOWN (1.3 s after E1) must fail the bound.
     j = json.loads((run.path / "run.json").read_text())
     j["parameters"].update(inter_s=0.5, fastinter_s=0.2, fall=2, check_s=0.1)
     (run.path / "run.json").write_text(json.dumps(j))
     v = verdict(load_run(run.path))
     assert [c.name for c in v.checks if c.ok is False] == ["LB_DOWN on time"]
+    on_time = next(c for c in v.checks if c.name == "LB_DOWN on time")
+    assert "within 0.8 s of E1" in on_time.expected and "timings from run.json" in on_time.expected
 
 
 def test_same_outcome_in_both_modes_means_a_broken_experiment(tmp_path: Path) -> None:

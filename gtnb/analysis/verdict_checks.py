@@ -151,8 +151,12 @@ def fsm_checks(run: Any, params: dict[str, Any]) -> list[Check]:
     inter, fast, fall, chk = (_param(params, k) for k in ("inter_s", "fastinter_s", "fall", "check_s"))
     bound = inter + (fall - 1) * fast + chk
     down = t.get("LB_DOWN")
+    # Say where the timings came from: a run records the installed config's; a seed run has none.
+    known = [k for k in ("inter_s", "fastinter_s", "fall") if params.get(k) is not None]
+    source = ("run.json" if len(known) == 3 else
+              "haproxy-improved.cfg defaults" if not known else f"run.json ({', '.join(known)}) and defaults")
     checks.append(Check("LB_DOWN on time", f"within {bound:g} s of E1 (inter {inter:g} + "
-                        f"({fall:g}-1) x fastinter {fast:g} + check {chk:g})",
+                        f"({fall:g}-1) x fastinter {fast:g} + check {chk:g}; timings from {source})",
                         f"{down:.2f} s" if down is not None else "no LB_DOWN",
                         down is not None and 0 <= down <= bound))
     d3 = t.get("DRAIN_START")
