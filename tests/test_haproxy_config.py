@@ -103,8 +103,24 @@ def test_modes_differ_only_in_the_check_settings_and_server_close() -> None:
     differing = [(c, i) for c, i in zip(current, improved) if c != i]
     assert len(differing) == 1
     c, i = differing[0]
-    assert c.startswith("default-server check port 15080 inter 2s fall 3 rise 2")
+    # The mode is about these: current marks DOWN ~3 s after hc fails and cuts sessions there
+    # (the seed's cluster, before the agent's 5 s kill); improved detects faster and never cuts.
+    assert c.startswith("default-server check port 15080 inter 1s fall 3 rise 2")
+    assert c.endswith("on-marked-down shutdown-sessions")
     assert i.startswith("default-server check port 15080 inter 1s fastinter 500ms fall 2 rise 2")
+
+
+def test_current_marks_down_before_the_agent_kills_envoy() -> None:
+    # The seed's current mode: HAProxy's DOWN + shutdown-sessions cut the request (~3 s after the
+    # delete), not pilot-agent's kill at terminationDrainDuration. The worst-case detection (a
+    # first failed check a full `inter` after hc fails, then fall-1 more) must end before the kill
+    # with a margin for a loaded machine, or the run races the two cuts again.
+    from gtnb.manifests import load_igw_spec, manifest_path
+
+    t = parse_check_timings(haproxy_config_path("current").read_text())
+    worst_down_s = t.inter_s + (t.fall - 1) * t.fastinter_s
+    kill_s = load_igw_spec(manifest_path("current")).proxy.termination_drain_s
+    assert worst_down_s + 1.5 <= kill_s, (worst_down_s, kill_s)
 
 
 @pytest.mark.parametrize("mode", MODES)
