@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import sys
-from hashlib import sha256
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,16 +19,16 @@ from typing import Any
 
 from .artifacts import REPO_ROOT, Journal, LabLock, artifacts_root, lab_lock_path, new_run_dir
 from .collect import Collectors, RunLog, parse_show_stat
-from .errors import ConfigError, RunError
-from .haproxy_config import parse_check_timings, render_haproxy_config
-from .manifests import load_igw_spec, manifest_path
+from .errors import RunError
+from .manifests import manifest_path
+from .mode_timings import mode_timings
 from .run_traffic import RunTraffic
 from .scenarios import Scenario
 from .targets import open_target
 from .targets.base import Balancer, Cluster, Pod, Target
 from .traffic import Pin
 
-__all__ = ["execute", "BACKEND", "lab_mode", "mode_timings"]
+__all__ = ["execute", "BACKEND", "lab_mode"]
 
 BACKEND = "istio-http-backend"  # HAProxy's backend of IGW servers; servers are named after nodes
 _TICK_S = 0.1
@@ -98,32 +97,6 @@ def _servers(target: Target) -> dict[str, tuple[str, int]]:
     return out
 
 
-def mode_timings(mode: str, values: dict[str, str], cfg_sha256: str | None = None) -> dict[str, float | int]:
-    """The check and poll timings a mode runs with, for run.json `parameters`.
-
-    Parameters:
-        mode: `current` or `improved`.
-        values: the target's `haproxy_values()` (the config is rendered as the toggle did).
-        cfg_sha256: the installed config's sha256; a different rendering is an error.
-
-    Returns:
-        `inter_s`, `fastinter_s`, `fall`, `rise` (the backend's `default-server` / `server`
-        settings) and `poll_interval_s` (the hc container's HC_POLL_INTERVAL_S, hc's 1 s default).
-    """
-    text = render_haproxy_config(mode, values)
-    if cfg_sha256 is not None and sha256(text.encode()).hexdigest() != cfg_sha256:
-        raise RunError(f"haproxy-{mode}.cfg rendered now (sha256 {sha256(text.encode()).hexdigest()[:12]}) is not "
-                       f"the config the toggle installed ({cfg_sha256[:12]}): was the file edited during the run?")
-    hc_env = load_igw_spec(manifest_path(mode)).container("hc").env
-    raw = hc_env.get("HC_POLL_INTERVAL_S", "1")
-    try:
-        poll = float(raw)
-    except ValueError:
-        raise ConfigError(f"{manifest_path(mode).name}: hc's HC_POLL_INTERVAL_S {raw!r} is not a number of "
-                          "seconds: write it like \"1\"") from None
-    return {**parse_check_timings(text, BACKEND).as_parameters(), "poll_interval_s": poll}
-
-
 class _Run:
     target: Target
     cluster: Cluster
@@ -134,6 +107,7 @@ class _Run:
         self.sc, self.mode, self.params = scenario, mode, params
         self.run_dir, self.progress = run_dir, progress
         self.finished = False
+        self.changed = False  # set once the run starts changing the lab (its toggle step)
         self.journal = Journal(run_dir, target=target_name, scenario=scenario.name, mode=mode, parameters=params)
         self.runlog = RunLog(run_dir / "run.log", echo=_echo if progress else None)
         self.collectors: Collectors | None = None
@@ -178,6 +152,7 @@ class _Run:
                 result = require_preflight(self.target)
                 self.runlog(f"preflight: {result}")
             self._step("toggle")
+            self.changed = True
             self._toggle(self.mode)
             self._step("scale")
             self._scale_and_wait(self.params["replicas"])
@@ -360,7 +335,12 @@ class _Run:
                 self.traffic.join(10)
             self._stop_collectors()
             self._write_client()
-            if status != "completed" and before is not None:
+            if status != "completed" and before is not None and not self.changed:
+                # Failed before its first change (e.g. preflight): the lab is as it was; waiting
+                # for it to "come back" could only time out on a lab that was not ready before.
+                self.journal.update(restored={"mode": before[0], "replicas": before[1], "unchanged": True})
+                self.runlog("nothing to restore: the run failed before changing the lab")
+            elif status != "completed" and before is not None:
                 self._restore(*before)
         except BaseException as exc:  # keep going: the journal must still be closed
             self.journal.update(cleanup_error=f"{type(exc).__name__}: {exc}")

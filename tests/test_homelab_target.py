@@ -123,3 +123,24 @@ def test_cli_homelab_without_a_profile_file_says_what_to_do(tmp_path: Path,
 
     assert main(["preflight", "--target", "homelab", "--profile", str(tmp_path / "none.yaml")]) == 2
     assert "copy profiles/homelab.example.yaml" in capsys.readouterr().err
+
+
+def test_a_homelab_run_records_every_hosts_clock_offset(tmp_path: Path, sshd: Sshd, node: Node, stub: Stub) -> None:
+    # The run loop's `inspect` step, on the real homelab target (stub API, real sshd and HAProxy):
+    # the journal gets the HAProxy node's offset *and* every node's (pods' lines are stamped by
+    # their node), under the names the analysis looks up (`haproxy`, node names via pod_nodes).
+    # Preflight then refuses this stub cluster (no IGW images), so the run stops before any change.
+    from gtnb.errors import GtnbError
+    from gtnb.scenarios import run
+
+    profile = _profile_file(tmp_path, sshd, node, stub)
+    with pytest.raises(GtnbError) as info:
+        run("S1", "improved", target="homelab", profile=profile, artifacts=tmp_path / "artifacts", progress=False)
+    run_dir = info.value.run_dir  # type: ignore[attr-defined]
+    journal = yaml.safe_load((run_dir / "run.json").read_text())  # JSON is YAML
+    assert journal["step"] == "preflight" and journal["status"] == "failed", journal
+    offsets = journal["clock_offsets_s"]
+    assert set(offsets) == {"haproxy", "master1", "worker1", "worker2"}, offsets
+    assert all(isinstance(v, float) and abs(v) < 0.5 for v in offsets.values()), offsets
+    # It failed before changing anything: nothing to restore, nothing waited for.
+    assert journal["restored"]["unchanged"] is True and "restore_error" not in journal, journal
