@@ -52,6 +52,7 @@ def write_run(
     duration_s: float = 12.0,
     kill_after_s: float = 2.0,
     stamp: str = "20261201-002000",
+    current_cut: str = "proxy",
 ) -> Path:
     """Write one synthetic run directory under `root` and return it.
 
@@ -62,6 +63,10 @@ def write_run(
         status: the journal status (completed | failed | aborted); a failed run stops after
             the kill, leaves no client.csv and names its step.
         duration_s, kill_after_s: the run's parameters.
+        current_cut: which cut comes first in current mode (S1/S2): `proxy` (pilot-agent kills
+            Envoy, then HAProxy marks DOWN; request logged SH--) or `down` (HAProxy marks DOWN
+            first and shutdown-sessions cuts the request, DH--, before the kill). Both happen on
+            real labs depending on the HAProxy timings.
 
     Returns:
         The run directory.
@@ -80,7 +85,7 @@ def write_run(
     else:
         e3, e5 = e1, e1
         e4 = e1 + 5.0
-        e2 = e4 + 1.2
+        e2 = e4 + 1.2 if current_cut == "proxy" else e1 + 2.5
         e6 = e4 + 0.05
 
     hc = [f"ts={_iso(e1)} level=info pod={POD} event=transition from=SERVING to="
@@ -118,7 +123,8 @@ def write_run(
     rows: list[dict[str, object]] = []
     chunks: list[tuple[str, int, float]] = []
     if scenario in ("S1", "S2"):
-        t_end = end if improved else e4 + 0.01
+        t_end = end if improved else (e4 + 0.01 if current_cut == "proxy" or scenario not in ("S1", "S2")
+                                      else e2 + 0.001)
         rows.append(dict(worker=0, request_id="r0", path=f"/sleep?seconds={duration_s:g}",
                          http_version="HTTP/1.1", t_start=T0, t_end=t_end,
                          status=200 if improved else 502, error="" if improved else "http_5xx",
@@ -163,7 +169,7 @@ def write_run(
            "backup servers left. 0 sessions active, 0 requeued, 0 remaining in queue."]
     for r in rows[:50]:
         code = r["status"] or -1
-        state = "----" if r["error"] == "" else "SH--"
+        state = "----" if r["error"] == "" else ("DH--" if current_cut == "down" else "SH--")
         hap.append(f"{_haproxy_iso(float(r['t_end']))} 127.0.0.1:4{len(hap):04d} "
                    f"[{_clf(float(r['t_start']))}] fe-https istio-http-backend/worker1 0/0/0/-1/"
                    f"{int((float(r['t_end']) - float(r['t_start'])) * 1000)} {code} 20 - - {state} "

@@ -28,6 +28,35 @@ def test_each_mode_shows_its_outcome_and_the_pair_holds(tmp_path: Path, scenario
     assert "<table>" in vc._repr_html_() and "[FAIL]" not in str(vi)
 
 
+@pytest.mark.parametrize("first, cause", [
+    ("proxy", "the proxy was killed: Envoy closed or reset the connection (haproxy.log SH--, 502)"),
+    ("down", "HAProxy shut the session when it marked the server DOWN, on-marked-down shutdown-sessions "
+             "(haproxy.log DH--, 502)"),
+])
+def test_current_cut_holds_in_either_event_order_and_names_its_cause(tmp_path: Path, first: str, cause: str) -> None:
+    # Judged on the outcome (cut), never on E2 vs E4; the text says which cut it was.
+    v = verdict(load_run(write_run(tmp_path, "S1", "current", current_cut=first)))
+    assert v.ok and v.cut, str(v)
+    assert cause in v.outcome and cause in v.headline
+    observed = next(c.observed for c in v.checks if c.name == "in-flight request cut")
+    assert observed.endswith(cause), observed
+
+
+def test_cut_without_a_haproxy_line_is_named_by_timing(tmp_path: Path) -> None:
+    # HTTP/2 streams refused by a dying Envoy leave no HAProxy request line.
+    run_dir = write_run(tmp_path, "S1", "current")
+    lines = (run_dir / "haproxy.log").read_text().splitlines()
+    (run_dir / "haproxy.log").write_text("\n".join(x for x in lines if "GET " not in x) + "\n")
+    v = verdict(load_run(run_dir))
+    assert v.ok and "the proxy was killed (pilot-agent's `Aborting proxy`) 0.01 s before the client saw the cut" \
+        " (by timing" in v.outcome, v.outcome
+
+
+def test_improved_completed_names_no_cut(tmp_path: Path) -> None:
+    v = verdict(load_run(write_run(tmp_path, "S1", "improved")))
+    assert v.ok and not v.cut and " — " not in v.outcome, v.outcome
+
+
 def test_a_run_judged_as_the_other_mode_fails(tmp_path: Path) -> None:
     cur = _run(tmp_path, "S1", "current")
     v = verdict(cur, mode="improved")

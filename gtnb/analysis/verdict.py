@@ -14,6 +14,11 @@ truncated stream (DESIGN.md). Expectations per scenario and mode:
     S4           current: the stream is cut (chunks short of the total or the final line
                  missing); improved: complete, final line included
 
+A cut is judged as a cut whatever caused it, and never by the order of E2 and E4 in current
+mode (it depends on the HAProxy timings and varies run to run); the outcome then names the cut
+from the evidence (cut_cause.py): the proxy killed (haproxy.log `SH--`/`SD--`) or HAProxy
+shutting the session at DOWN (`DH--`/`DD--`), else the nearest event by timing.
+
 Timing parameters come from the journal's `parameters` when present (`duration_s`,
 `interval_s`, `inter_s`, `fastinter_s`, `fall`, `check_s`, `poll_interval_s`), else the
 defaults of haproxy/haproxy-improved.cfg and the hc (inter 1 s, fastinter 0.5 s, fall 2,
@@ -129,7 +134,7 @@ def verdict(run: Any, *, scenario: str | None = None, mode: str | None = None) -
         checks, outcome, cut = s4_checks(run, md, params)
     else:
         checks = request_checks(run, md if sc == "S1" else "improved", params)
-        outcome, cut = outcome_of(client)
+        outcome, cut = outcome_of(client, run)
         if sc == "S2":
             if md != "improved":
                 notes.append("S2 is defined for improved mode: judged as S2 improved")

@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from .cut_cause import cut_cause, cut_summary
+
 __all__ = ["Check", "outcome_of", "describe", "request_checks", "fsm_checks", "s3_checks",
            "s4_checks", "primary_events"]
 
@@ -59,12 +61,14 @@ def _main_request(client: pd.DataFrame) -> pd.Series | None:
     return client.loc[order[0]]
 
 
-def outcome_of(client: pd.DataFrame) -> tuple[str, bool | None]:
-    """The main request's outcome in words and whether it was cut."""
+def outcome_of(client: pd.DataFrame, run: Any = None) -> tuple[str, bool | None]:
+    """The main request's outcome in words and whether it was cut; with `run`, a cut names its
+    cause from the evidence (proxy killed, or HAProxy shut the session at DOWN)."""
     row = _main_request(client)
     if row is None:
         return "no client request recorded", None
-    return describe(row), not bool(row["ok"])
+    cause = cut_cause(run, row) if run is not None else None
+    return describe(row) + (f" — {cause}" if cause else ""), not bool(row["ok"])
 
 
 def primary_events(run: Any) -> dict[str, pd.Series]:
@@ -121,6 +125,8 @@ def request_checks(run: Any, mode: str, params: dict[str, Any]) -> list[Check]:
         want = "cut" if mode == "current" else "completed"
         return checks + [Check(f"in-flight request {want}", want, "no client request recorded", False)]
     seen = describe(row)
+    cause = cut_cause(run, row)
+    seen += f" — {cause}" if cause else ""
     dur = row.get("duration_s")
     if mode == "current":
         early = pd.isna(dur) or dur < duration - 0.5
@@ -204,6 +210,9 @@ def s3_checks(run: Any, mode: str) -> tuple[list[Check], str, bool | None]:
         checks.append(Check("requests cut during the rollout", "> 0 failed (5xx or connection errors)",
                             f"{len(failed)} failed" + (f" ({how})" if how else ""), len(failed) > 0))
         checks.append(Check("5xx responses", "any (cuts show as 5xx or as resets)", str(five), None))
+        # Which cut: the proxy kill or HAProxy's shutdown-sessions at DOWN (both are cuts).
+        checks.append(Check("how requests were cut", "shown, not judged (haproxy.log termination states)",
+                            cut_summary(run) or "no cut request in haproxy.log", None))
     else:
         checks.append(Check("no request cut", "0 failed", f"{len(failed)} failed" + (f" ({how})" if how else ""),
                             n > 0 and len(failed) == 0))
@@ -223,11 +232,13 @@ def s4_checks(run: Any, mode: str, params: dict[str, Any]) -> tuple[list[Check],
     chunks = int(row["chunks"]) if pd.notna(row.get("chunks")) else 0
     complete = bool(row["complete"]) if pd.notna(row.get("complete")) else False
     seen = f"{chunks} chunks, final line {'arrived' if complete else 'missing'}, " + describe(row)
+    cause = cut_cause(run, row)
+    seen += f" — {cause}" if cause else ""
     if mode == "current":
         checks.append(Check("stream cut", f"fewer than {total - 1} of {total} chunks or no final line",
                             seen, (not bool(row["ok"])) and (chunks < total - 1 or not complete)))
     else:
         checks.append(Check("stream complete", f">= {total - 1} of {total} chunks and the final line",
                             seen, bool(row["ok"]) and complete and chunks >= total - 1))
-    outcome = f"{chunks} chunks; " + describe(row)
+    outcome = f"{chunks} chunks; " + describe(row) + (f" — {cause}" if cause else "")
     return checks, outcome, not bool(row["ok"])
