@@ -24,7 +24,7 @@ __all__ = ["RunTraffic"]
 
 
 class RunTraffic:
-    """S1/S2: one `/sleep` request; S4: one `/stream`; S3: N workers on `/fast`.
+    """S1/S2: one `/sleep` request; S4: one `/stream`; S3: N workers on `path` (the seed's `/fast`).
 
     Parameters:
         scenario: which shape.

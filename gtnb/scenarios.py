@@ -185,6 +185,9 @@ def run(
         artifacts: artifacts root (default `<repo>/artifacts`).
         progress: show tqdm progress and narrate the run on stderr.
         **params: overrides of the scenario's parameters (`duration_s`, `kill_after_s`, ...).
+            S3's `path` (default `/fast`, as the seed) is what each worker requests: current
+            mode's shutdown-sessions cuts only sessions attached at the DOWN instant, so a
+            request that holds its session (`/sleep?seconds=0.2`) makes the cuts certain.
 
     Returns:
         The run directory. On an error or Ctrl-C the directory keeps what was written, run.json
