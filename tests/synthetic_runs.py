@@ -53,6 +53,7 @@ def write_run(
     kill_after_s: float = 2.0,
     stamp: str = "20261201-002000",
     current_cut: str = "proxy",
+    server: str = "worker1",
 ) -> Path:
     """Write one synthetic run directory under `root` and return it.
 
@@ -67,6 +68,8 @@ def write_run(
             Envoy, then HAProxy marks DOWN; request logged SH--) or `down` (HAProxy marks DOWN
             first and shutdown-sessions cuts the request, DH--, before the kill). Both happen on
             real labs depending on the HAProxy timings.
+        server: the HAProxy server the requests went to; the killed pod is on worker1
+            (run.json `pod_nodes`), so another server is a run whose kill missed the request.
 
     Returns:
         The run directory.
@@ -171,7 +174,7 @@ def write_run(
         code = r["status"] or -1
         state = "----" if r["error"] == "" else ("DH--" if current_cut == "down" else "SH--")
         hap.append(f"{_haproxy_iso(float(r['t_end']))} 127.0.0.1:4{len(hap):04d} "
-                   f"[{_clf(float(r['t_start']))}] fe-https istio-http-backend/worker1 0/0/0/-1/"
+                   f"[{_clf(float(r['t_start']))}] fe-https istio-http-backend/{server} 0/0/0/-1/"
                    f"{int((float(r['t_end']) - float(r['t_start'])) * 1000)} {code} 20 - - {state} "
                    f"1/1/0/0/0 0/0 \"GET {r['path']} HTTP/1.1\"")
     (run_dir / "haproxy.log").write_text("\n".join(hap) + "\n")
@@ -208,6 +211,7 @@ def write_run(
         "sha256": {"manifest": "0" * 64, "haproxy_cfg": "1" * 64},
         "clock_offsets_s": {"local": 0.0}, "stat_interval_s": 0.2, "stat_jitter_s": {},
         "killed_pod": None if scenario == "S3" else POD, "verdict": None,  # a rollout kills no one pod
+        "pod_nodes": {POD: "worker1"},
     }
     (run_dir / "run.json").write_text(json.dumps(journal, indent=2) + "\n")
     return run_dir

@@ -168,8 +168,34 @@ def test_seed_runs_are_judged_on_what_they_recorded(tmp_path: Path) -> None:
         verdict(run)  # the seed's directory names no mode
     v = verdict(run, mode="current")
     assert v.ok and v.cut and "502" in v.outcome
-    assert [c.ok for c in v.checks] == [None, True]  # no hc.log: the kill timing is not judged
+    judged = {c.name: c.ok for c in v.checks}
+    # No hc.log: the kill timing is not judged; no journal: nor the request's server.
+    assert judged == {"termination during the request": None, "request on the killed pod's node": None,
+                      "in-flight request cut": True, "current-mode order": None}
     assert not verdict(run, mode="improved").ok
     # An hc.log that is there but never shows E1 fails the timing check instead.
     (d / "hc.log").write_text("")
-    assert [c.ok for c in verdict(load_run(d), mode="current").checks] == [False, True]
+    judged = {c.name: c.ok for c in verdict(load_run(d), mode="current").checks}
+    assert (judged["termination during the request"], judged["in-flight request cut"]) == (False, True)
+
+
+@pytest.mark.parametrize("scenario, mode", [("S1", "current"), ("S1", "improved"), ("S4", "current")])
+def test_a_request_the_kill_missed_tested_nothing(tmp_path: Path, scenario: str, mode: str) -> None:
+    # G's run: after the scale-down to one replica the request went to a replica still going
+    # away (worker2) while the deleted pod was on worker1; the client still saw a cut.
+    hit = verdict(_run(tmp_path, scenario, mode))
+    check = next(c for c in hit.checks if c.name == "request on the killed pod's node")
+    assert check.ok is True and check.observed.startswith("worker1 ")
+    missed = verdict(load_run(write_run(tmp_path, scenario, mode, stamp="missed", server="worker2")))
+    assert not missed.ok and "as expected" not in missed.headline
+    assert "the experiment did not test the kill: the request went to worker2, the killed pod " \
+           "service-a-igw-7c9d8b6f5-x2x7q was on worker1" in missed.headline, missed.headline
+
+
+def test_current_order_is_shown_as_the_seed_has_it(tmp_path: Path) -> None:
+    seed_order = verdict(_run(tmp_path, "S1", "current", current_cut="down"))
+    check = next(c for c in seed_order.checks if c.name == "current-mode order")
+    assert check.ok is None and "E1 < E2" in check.expected and "killed first" not in check.observed
+    other = verdict(load_run(write_run(tmp_path, "S1", "current", stamp="proxy", current_cut="proxy")))
+    check = next(c for c in other.checks if c.name == "current-mode order")
+    assert other.ok and "the proxy was killed first" in check.observed

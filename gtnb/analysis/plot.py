@@ -8,8 +8,9 @@ Reading a timeline: t = 0 is E1 (the hc sidecar's first FSM transition). The top
 events; dashed lines carry them down through every lane. The client lane shows each request as
 a bar from start to end (green: completed, red: cut), or per-request points for S3's load, or
 chunk arrivals for S4's stream. The HAProxy lane shows each backend server's status as stat.csv
-sampled it. In current mode the proxy dies (E4) before HAProxy marks it DOWN (E2); in improved
-mode DOWN comes first and the request still completes.
+sampled it. In current mode HAProxy marks the server DOWN (E2) and cuts its sessions there
+(shutdown-sessions), before pilot-agent kills the proxy (E4), as in the seed; in improved mode
+DOWN comes first too, but nothing is cut and the request completes.
 """
 
 from __future__ import annotations

@@ -169,7 +169,7 @@ def load_run(path: str | Path) -> Run:
     for pod in ev.loc[ev["name"] == "HEALTH_FAIL", "pod"].dropna().unique() if not ev.empty else []:
         if not ((ev["name"] == "LB_DOWN") & (ev["pod"] == pod)).any():
             notes.append(f"no LB_DOWN for pod {pod}: HAProxy had not marked its server DOWN by the "
-                         "end of the logs (in current mode detection can come after collection stopped)")
+                         "end of the logs (collection stopped before HAProxy logged it)")
     log.info("%s: %d events (%s)", d, len(ev), ", ".join(dict.fromkeys(ev["name"])) if not ev.empty else "none")
     return run
 

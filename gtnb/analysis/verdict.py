@@ -13,9 +13,13 @@ truncated stream (DESIGN.md). Expectations per scenario and mode:
     S3           current: failed requests > 0; improved: 0 failed, 0 5xx
     S4           current: the stream is cut (chunks short of the total or the final line
                  missing); improved: complete, final line included
+    S1, S2, S4   the request went to the killed pod's node (its HAProxy log line's server vs
+                 run.json `killed_pod`/`pod_nodes`); if not, the headline says the experiment
+                 did not test the kill (verdict_kill.py)
 
 A cut is judged as a cut whatever caused it, and never by the order of E2 and E4 in current
-mode (it depends on the HAProxy timings and varies run to run); the outcome then names the cut
+mode (it follows the HAProxy timings in use; the seed's and haproxy-current.cfg's is E1 < E2 <
+E4, shown as an info check); the outcome then names the cut
 from the evidence (cut_cause.py): the proxy killed (haproxy.log `SH--`/`SD--`) or HAProxy
 shutting the session at DOWN (`DH--`/`DD--`), else the nearest event by timing.
 
@@ -34,7 +38,8 @@ from typing import Any
 import pandas as pd
 
 from ..errors import ConfigError
-from .verdict_checks import Check, fsm_checks, outcome_of, request_checks, s3_checks, s4_checks
+from .verdict_checks import Check, _main_request, fsm_checks, outcome_of, request_checks, s3_checks, s4_checks
+from .verdict_kill import SERVED_BY_KILLED, current_order_check, served_by_killed_check
 
 __all__ = ["Check", "Verdict", "verdict", "SCENARIOS", "MODES"]
 
@@ -70,6 +75,10 @@ class Verdict:
     @property
     def headline(self) -> str:
         failed = [c.name for c in self.checks if c.ok is False]
+        missed = next((c for c in self.checks if c.name == SERVED_BY_KILLED and c.ok is False), None)
+        if missed is not None:  # whatever the client saw, it was not the kill's doing
+            return (f"{self.scenario} {self.mode}: {self.outcome} — the experiment did not test the kill: "
+                    f"{missed.observed}")
         held = "as expected" if self.ok else "NOT as expected (" + ", ".join(failed) + ")"
         return f"{self.scenario} {self.mode}: {self.outcome} — {held} in {self.mode} mode"
 
@@ -139,4 +148,9 @@ def verdict(run: Any, *, scenario: str | None = None, mode: str | None = None) -
             if md != "improved":
                 notes.append("S2 is defined for improved mode: judged as S2 improved")
             checks += fsm_checks(run, params)
+    if sc != "S3":
+        # Right after the termination check: a request the kill missed makes the rest moot.
+        checks.insert(1, served_by_killed_check(run, _main_request(client)))
+        if md == "current" and sc != "S2":
+            checks.append(current_order_check(run))
     return Verdict(scenario=sc, mode=md, checks=checks, outcome=outcome, cut=cut, notes=notes + list(run.notes))
