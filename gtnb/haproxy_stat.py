@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from .errors import BalancerError
 from .targets.base import Balancer
 
-__all__ = ["IGW_BACKEND", "backend_servers", "server_is_up", "wait_servers_up"]
+__all__ = ["IGW_BACKEND", "backend_servers", "server_is_up", "unsettled", "wait_servers_up"]
 
 IGW_BACKEND = "istio-http-backend"  # the HAProxy backend whose servers are named after the nodes
 POLL_S = 0.1
@@ -45,6 +45,36 @@ def server_is_up(row: dict[str, str]) -> bool:
     (0.5-1.5 s here): "UP" alone proves nothing then.
     """
     return row.get("status") == "UP" and row.get("check_status", "").endswith("OK")
+
+
+def unsettled(servers: dict[str, dict[str, str]], up: Iterable[str]) -> list[str]:
+    """Why HAProxy's view does not match the lab yet: [] once exactly the `up` servers are UP
+    with a passed check, every other server is DOWN (or MAINT), and none is unchecked since the
+    last reload (`INI`).
+
+    Why exactly: a server still UP for a pod that is going away (a scale-down, the previous
+    mode's pods) takes its share of round robin, so the run's request can land on a pod that is
+    not the one killed (seen: `503 DC--` on worker2 while the deleted pod was on worker1). A
+    server going UP or DOWN (`DOWN 1/2`, `UP 1/3`) is not settled either.
+
+    Parameters:
+        servers: `backend_servers()` of one `show stat`.
+        up: the servers that must be UP (the nodes with a Ready pod of the run).
+
+    Returns:
+        One phrase per server that is not as it should be, e.g. "worker2 UP (should be DOWN)".
+    """
+    want = set(up)
+    out = [f"{n} missing from HAProxy's backend" for n in sorted(want - set(servers))]
+    for name, row in sorted(servers.items()):
+        status, check = row.get("status", ""), row.get("check_status", "")
+        if check == "INI":
+            out.append(f"{name} not checked since the reload ({status}, check INI)")
+        elif name in want and not server_is_up(row):
+            out.append(f"{name} {status} check {check} (should be UP)")
+        elif name not in want and status not in ("DOWN", "MAINT"):
+            out.append(f"{name} {status} (should be DOWN: no Ready pod of the run on it)")
+    return out
 
 
 def wait_servers_up(

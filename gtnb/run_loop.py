@@ -19,7 +19,9 @@ from typing import Any
 
 from .artifacts import REPO_ROOT, Journal, LabLock, artifacts_root, lab_lock_path, new_run_dir
 from .collect import Collectors, RunLog, parse_show_stat
+from .down_wait import file_sizes, wait_down_collected
 from .errors import RunError
+from .haproxy_stat import backend_servers, unsettled
 from .manifests import manifest_path
 from .mode_timings import mode_timings
 from .run_traffic import RunTraffic
@@ -32,6 +34,7 @@ __all__ = ["execute", "BACKEND", "lab_mode"]
 
 BACKEND = "istio-http-backend"  # HAProxy's backend of IGW servers; servers are named after nodes
 _TICK_S = 0.1
+DOWN_WAIT_S = 10.0  # after the killed pod is gone: how long to keep collecting for HAProxy's DOWN
 
 
 def execute(
@@ -112,6 +115,7 @@ class _Run:
         self.runlog = RunLog(run_dir / "run.log", echo=_echo if progress else None)
         self.collectors: Collectors | None = None
         self.traffic: RunTraffic | None = None
+        self.down_since: tuple[str, dict[str, int]] | None = None  # killed pod's node, file sizes at the kill
         self.client_written = False
 
     # -- the loop ------------------------------------------------------------------------------
@@ -177,6 +181,7 @@ class _Run:
             self._write_client()
             self._step("wait_pod_gone")
             self._wait_termination_done()
+            self._wait_down_collected()
             self._step("stop_collectors")
             self._stop_collectors()
             self._step("write_artifacts")
@@ -225,17 +230,19 @@ class _Run:
         while True:
             pods = self.cluster.pods()
             live = [p for p in pods if p.phase == "Running" and p.ready and p.mode == self.mode]
-            servers = _servers(self.target)
-            if (len(live) == replicas and len(pods) == replicas
-                    and all(servers.get(str(p.node), ("",))[0] == "UP" for p in live)):
-                self.runlog("ready: " + ", ".join(f"{p.name} on {p.node} (UP)" for p in live))
+            # Exactly the run's pods' servers UP, every other DOWN, all checked since the reload:
+            # else round robin can send the request to a pod that is not the one killed.
+            wrong = unsettled(backend_servers(self.balancer.show_stat(), BACKEND), {str(p.node) for p in live})
+            if len(live) == replicas and len(pods) == replicas and not wrong:
+                self.runlog("ready: " + ", ".join(f"{p.name} on {p.node} (UP)" for p in live)
+                            + "; every other HAProxy server DOWN")
                 return
             if time.monotonic() >= deadline:
                 raise RunError(
                     f"the lab was not ready within {self.params['ready_timeout_s']:g} s: want {replicas} "
-                    f"Running+Ready {self.mode} pod(s) and nothing else, HAProxy UP on their nodes; have pods "
-                    f"{[(p.name, p.phase, p.ready, p.mode, p.node) for p in pods]}, servers {servers}. "
-                    "Check `gtnb lab status`, or raise ready_timeout_s"
+                    f"Running+Ready {self.mode} pod(s) and nothing else, HAProxy UP on their nodes and DOWN "
+                    f"elsewhere; have pods {[(p.name, p.phase, p.ready, p.mode, p.node) for p in pods]}, "
+                    f"HAProxy: {'; '.join(wrong) or 'as wanted'}. Check `gtnb lab status`, or raise ready_timeout_s"
                 )
             time.sleep(0.2)
 
@@ -248,6 +255,7 @@ class _Run:
         pod = self._serving_pod()
         grace = self.params["grace_period_s"]
         self.runlog(f"termination event: delete pod {pod.name} on {pod.node} (grace period {grace:g} s)")
+        self.down_since = (str(pod.node), file_sizes(self.run_dir))  # look for its DOWN from here on
         self.cluster.delete_pod(pod.name, grace)
         self.journal.update(killed_pod=pod.name, event_at=time.time())
 
@@ -280,6 +288,21 @@ class _Run:
             time.sleep(0.2)
         self.runlog(f"{what.replace(' to be ', ' is ').replace(' to complete', ' completed')} "
                     f"after {time.monotonic() - started:.1f} s")
+
+    def _wait_down_collected(self) -> None:
+        """Keep collecting until haproxy.log and stat.csv show the killed pod's server DOWN:
+        the pod can be gone before HAProxy's last failed check, and a run without it has no E2."""
+        if self.down_since is None or self.collectors is None:
+            return
+        node, since = self.down_since
+        seen, waited = wait_down_collected(self.run_dir, node, since, timeout_s=DOWN_WAIT_S, backend=BACKEND)
+        if all(seen.values()):
+            if waited >= 0.2:
+                self.runlog(f"HAProxy's DOWN of {node} collected {waited:.1f} s after the pod was gone")
+            return
+        missing = " and ".join(name for name, ok in seen.items() if not ok)
+        self.runlog(f"HAProxy did not report {node} DOWN in {missing} within {DOWN_WAIT_S:g} s of the pod "
+                    "being gone: stopping the collectors anyway (the analysis will miss LB_DOWN)")
 
     def _stop_collectors(self) -> None:
         if self.collectors is None or not self.collectors.started:

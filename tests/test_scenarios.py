@@ -161,6 +161,23 @@ def test_s1_current_cuts_the_request(lab) -> None:
     assert float(row["t_end"]) - float(row["t_start"]) < 12  # cut before the answer was due
     assert journal["killed_pod"] and journal["parameters"]["duration_s"] == 12
     assert any(t.endswith("reason=sigterm") for t in _transitions(run_dir))
+    _killed_pod_served_and_down(run_dir, journal)
+
+
+def _killed_pod_served_and_down(run_dir: Path, journal: dict) -> None:
+    """The request went to the killed pod's node (the run waited until every other server was
+    DOWN), and the collectors ran until HAProxy reported that node DOWN."""
+    from gtnb.analysis import load_run, verdict
+
+    node = journal["pod_nodes"][journal["killed_pod"]]
+    v = verdict(load_run(run_dir))
+    served = next(c for c in v.checks if c.name == "request on the killed pod's node")
+    assert served.ok is True, str(v)
+    assert v.ok, str(v)
+    assert f"Server istio-http-backend/{node} is DOWN" in (run_dir / "haproxy.log").read_text()
+    with open(run_dir / "stat.csv", newline="") as fh:
+        assert any(r["svname"] == node and r["status"] == "DOWN" for r in csv.DictReader(fh))
+    assert "every other HAProxy server DOWN" in (run_dir / "run.log").read_text()
 
 
 @pytest.mark.lab
@@ -193,7 +210,7 @@ def test_s3_current_has_failed_requests(lab) -> None:
 @pytest.mark.timeout(240)
 def test_s4_current_cuts_the_stream(lab) -> None:
     run_dir = _run(lab, "S4", "current", duration_s=10, kill_after_s=2, interval_s=0.5)
-    _well_formed(run_dir, "S4", "current")
+    _killed_pod_served_and_down(run_dir, _well_formed(run_dir, "S4", "current"))
     (row,) = _client(run_dir)
     assert not _ok(row) and int(row["chunks"]) < 20
     chunks = (run_dir / "chunks.csv").read_text().splitlines()
@@ -204,7 +221,7 @@ def test_s4_current_cuts_the_stream(lab) -> None:
 @pytest.mark.timeout(240)
 def test_s1_improved_completes(lab) -> None:
     run_dir = _run(lab, "S1", "improved", duration_s=8, kill_after_s=2)
-    _well_formed(run_dir, "S1", "improved")
+    _killed_pod_served_and_down(run_dir, _well_formed(run_dir, "S1", "improved"))
     (row,) = _client(run_dir)
     assert _ok(row) and row["status"] == "200"
     assert float(row["t_end"]) - float(row["t_start"]) >= 8

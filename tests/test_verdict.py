@@ -199,3 +199,16 @@ def test_current_order_is_shown_as_the_seed_has_it(tmp_path: Path) -> None:
     other = verdict(load_run(write_run(tmp_path, "S1", "current", stamp="proxy", current_cut="proxy")))
     check = next(c for c in other.checks if c.name == "current-mode order")
     assert other.ok and "the proxy was killed first" in check.observed
+
+
+def test_an_http2_request_line_is_found_by_its_absolute_uri(tmp_path: Path) -> None:
+    # HAProxy logs HTTP/2 requests as `GET https://example.local/stream?... HTTP/2.0` (seen on
+    # the local lab): the request's server and its cut come from that line, not from timing.
+    run_dir = write_run(tmp_path, "S4", "current", current_cut="down")
+    log = run_dir / "haproxy.log"
+    log.write_text(log.read_text().replace('"GET /stream', '"GET https://example.local/stream')
+                   .replace(" HTTP/1.1\"", " HTTP/2.0\""))
+    assert "GET https://example.local/stream" in log.read_text()
+    v = verdict(load_run(run_dir))
+    served = next(c for c in v.checks if c.name == "request on the killed pod's node")
+    assert served.ok is True and "(haproxy.log DH--" in v.outcome, str(v)

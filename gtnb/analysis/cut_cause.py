@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["cut_cause", "cut_summary", "TERMINATION_CAUSES"]
+__all__ = ["cut_cause", "cut_summary", "origin_path", "TERMINATION_CAUSES"]
 
 # First character of HAProxy's termination state -> what it means for our experiment.
 TERMINATION_CAUSES = {
@@ -37,6 +37,15 @@ _MATCH_S = 1.0  # a request log line is written at the request's end: how far fr
 _BEFORE_S = 0.5  # by timing: an event this long before the cut (or any time up to it) explains it
 
 
+def origin_path(target: str) -> str:
+    """A request line's target as the client asked for it: HAProxy logs an HTTP/2 request with
+    its absolute URI (`https://example.local/stream?...`), an HTTP/1.1 one with the path."""
+    if "://" in target:
+        rest = target.split("://", 1)[1]
+        return "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+    return target
+
+
 def _log_line(run: Any, row: pd.Series) -> pd.Series | None:
     """The HAProxy request log line of the client's request: same path, ended within _MATCH_S."""
     hap = run.frames["haproxy"]
@@ -46,7 +55,7 @@ def _log_line(run: Any, row: pd.Series) -> pd.Series | None:
     req = hap[(hap["kind"] == "request") & hap["ts"].notna()]
     path = str(row.get("path") or "")
     if path:
-        req = req[req["path"].fillna("") == path]
+        req = req[req["path"].fillna("").astype(str).map(origin_path) == path]
     if req.empty:
         return None
     gap = (req["ts"] - end).abs().dt.total_seconds()
