@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from .cut_cause import origin_path
 from .verdict_checks import Check, primary_events
 
 __all__ = ["SERVED_BY_KILLED", "request_server", "served_by_killed_check", "current_order_check"]
@@ -29,7 +30,8 @@ def request_server(run: Any, row: pd.Series) -> str | None:
     hap = run.frames["haproxy"]
     if hap.empty or not {"kind", "server", "path", "accepted", "ts"} <= set(hap):
         return None
-    req = hap[(hap["kind"] == "request") & (hap["path"].fillna("") == str(row.get("path") or ""))]
+    req = hap[(hap["kind"] == "request")
+              & (hap["path"].fillna("").astype(str).map(origin_path) == str(row.get("path") or ""))]
     for column, client_ts, limit in (("accepted", row.get("ts"), _ACCEPT_S), ("ts", row.get("ts_end"), _END_S)):
         if client_ts is None or pd.isna(client_ts):
             continue
