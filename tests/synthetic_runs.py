@@ -52,7 +52,7 @@ def write_run(
     duration_s: float = 12.0,
     kill_after_s: float = 2.0,
     stamp: str = "20261201-002000",
-    current_cut: str = "proxy",
+    current_cut: str = "down",
     server: str = "worker1",
 ) -> Path:
     """Write one synthetic run directory under `root` and return it.
@@ -64,10 +64,10 @@ def write_run(
         status: the journal status (completed | failed | aborted); a failed run stops after
             the kill, leaves no client.csv and names its step.
         duration_s, kill_after_s: the run's parameters.
-        current_cut: which cut comes first in current mode (S1/S2): `proxy` (pilot-agent kills
-            Envoy, then HAProxy marks DOWN; request logged SH--) or `down` (HAProxy marks DOWN
-            first and shutdown-sessions cuts the request, DH--, before the kill). Both happen on
-            real labs depending on the HAProxy timings.
+        current_cut: which cut comes first in current mode: `down` (the default, the seed's and
+            haproxy-current.cfg's order: HAProxy marks DOWN ~2.5 s after E1 and shutdown-sessions
+            cuts the request, DH--, before the kill) or `proxy` (pilot-agent kills Envoy first,
+            HAProxy marks DOWN after; request logged SH--: slower HAProxy timings do that).
         server: the HAProxy server the requests went to; the killed pod is on worker1
             (run.json `pod_nodes`), so another server is a run whose kill missed the request.
 
@@ -133,7 +133,7 @@ def write_run(
                          status=200 if improved else 502, error="" if improved else "http_5xx",
                          curl_exit=0, bytes=20, chunks=0, complete=improved, detail=""))
     elif scenario == "S4":
-        last = end if improved else e4
+        last = end if improved else (e2 if current_cut == "down" else e4)
         k, t = 0, T0 + 1.0
         while t <= last:
             k += 1
@@ -149,7 +149,7 @@ def write_run(
         for w in range(4):
             t = T0 + 0.01 * w
             while t < end:
-                cut = not improved and abs(t - e4) < 0.25
+                cut = not improved and abs(t - (e2 if current_cut == "down" else e4)) < 0.25
                 rows.append(dict(worker=w, request_id=f"r{n}", path="/fast", http_version="HTTP/1.1",
                                  t_start=t, t_end=t + 0.05, status="" if cut else 200,
                                  error="connection_reset" if cut else "", curl_exit=56 if cut else 0,

@@ -44,7 +44,7 @@ def test_current_cut_holds_in_either_event_order_and_names_its_cause(tmp_path: P
 
 def test_cut_without_a_haproxy_line_is_named_by_timing(tmp_path: Path) -> None:
     # HTTP/2 streams refused by a dying Envoy leave no HAProxy request line.
-    run_dir = write_run(tmp_path, "S1", "current")
+    run_dir = write_run(tmp_path, "S1", "current", current_cut="proxy")
     lines = (run_dir / "haproxy.log").read_text().splitlines()
     (run_dir / "haproxy.log").write_text("\n".join(x for x in lines if "GET " not in x) + "\n")
     v = verdict(load_run(run_dir))
