@@ -68,6 +68,11 @@ class Sshd:
                        identity_files=(self.client_key,), jump=hop if jump else None,
                        known_hosts=known_hosts or self.known_hosts, accept_unknown_host_keys=accept_unknown)
 
+    def profile_ssh(self) -> dict[str, object]:
+        """The `ssh:` section of a homelab profile that logs in to this sshd."""
+        return {"user": USER, "port": self.port, "identity_file": str(self.client_key),
+                "known_hosts": str(self.known_hosts)}
+
 
 @contextmanager
 def running_sshd(tmp: Path) -> Iterator[Sshd]:

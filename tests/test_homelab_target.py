@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from _kubestub import Stub, running_stub
-from _sshd import USER, Node, Sshd, free_port, running_haproxy, running_sshd
+from _kubestub import Stub
+from _homelab_fixtures import node, sshd, stub  # noqa: F401 (pytest fixtures)
+from _sshd import USER, Node, Sshd, free_port
 from gtnb.certs import ensure_certs
 from gtnb.haproxy_config import render_haproxy_config
 from gtnb.targets import Target, open_target
@@ -24,28 +24,9 @@ from gtnb.targets.homelab import HomelabTarget
 pytestmark = pytest.mark.ssh
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    with running_sshd(tmp_path_factory.mktemp("sshd")) as s:
-        yield s
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    with running_haproxy(tmp_path / "node") as n:
-        yield n
-
-
-@pytest.fixture
-def stub(tmp_path: Path) -> Iterator[Stub]:
-    with running_stub(tmp_path) as s:
-        yield s
-
-
 def _profile_file(tmp_path: Path, sshd: Sshd, node: Node, stub: Stub) -> Path:
     _, pem = ensure_certs(tmp_path / "certs")
-    ssh = {"user": USER, "port": sshd.port, "identity_file": str(sshd.client_key),
-           "known_hosts": str(sshd.known_hosts)}
+    ssh = sshd.profile_ssh()
     doc = {
         "kube": {"context": "stub", "kubeconfig": str(stub.kubeconfig)},
         "balancer": {"ssh": {"host": "127.0.0.1", "jump": f"{USER}@127.0.0.1:{sshd.port}", **ssh},

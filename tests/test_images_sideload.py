@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from _sshd import USER, Sshd, install_tool, running_sshd
+from _homelab_fixtures import sshd  # noqa: F401 (pytest fixture)
+from _sshd import Sshd, install_tool
 from gtnb.config import HomelabProfile, parse_profile
 from gtnb.errors import ConfigError, TargetError
 from gtnb.images import build_images, containerd_name, sideload
@@ -62,12 +63,6 @@ fi
 """
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    with running_sshd(tmp_path_factory.mktemp("sshd")) as s:
-        yield s
-
-
 @pytest.fixture
 def rec(sshd: Sshd, tmp_path: Path) -> Iterator[Path]:
     r = tmp_path / "rec"
@@ -83,8 +78,7 @@ def docker(tmp_path: Path, rec: Path) -> str:
 
 
 def _profile(sshd: Sshd) -> HomelabProfile:
-    ssh = {"user": USER, "port": sshd.port, "identity_file": str(sshd.client_key),
-           "known_hosts": str(sshd.known_hosts)}
+    ssh = sshd.profile_ssh()
     return parse_profile({
         "kube": {"context": "homelab"},
         "balancer": {"ssh": {"host": "127.0.0.1", **ssh}},

@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 
-from _kubestub import DEPLOY_PATH, NS, State, Stub, deployment, pod, running_stub
+from _homelab_fixtures import stub  # noqa: F401 (pytest fixture)
+from _kubestub import DEPLOY_PATH, NS, State, Stub, deployment, pod
 from gtnb._wait import wait_until
 from gtnb.errors import ConfigError, RolloutDeadlock, RolloutError
 from gtnb.targets.base import Cluster, RolloutStatus
 from gtnb.targets.kube import KubeCluster
-
-
-@pytest.fixture
-def stub(tmp_path: Path) -> Iterator[Stub]:
-    with running_stub(tmp_path) as s:
-        yield s
 
 
 @pytest.fixture

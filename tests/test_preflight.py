@@ -12,12 +12,12 @@ real balancer, to show the checks that say "n/a on local".
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from _kubestub import Stub, pod, running_stub
-from _sshd import USER, Node, Sshd, install_tool, running_haproxy, running_sshd
+from _kubestub import Stub, pod
+from _homelab_fixtures import node, sshd, stub  # noqa: F401 (pytest fixtures)
+from _sshd import Node, Sshd, install_tool
 from gtnb.config import parse_profile
 from gtnb.errors import PreflightError
 from gtnb.preflight import FIXES, preflight, require_preflight
@@ -35,30 +35,15 @@ BOTH = (HEADER + "docker.io/library/service-a-backend    dev   0123456789ab    5
 NODES = {"master1": "127.0.0.1", "worker1": "127.0.0.2", "worker2": "127.0.0.3"}
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    with running_sshd(tmp_path_factory.mktemp("sshd")) as s:
-        # crictl stand-in: prints the list the test wrote for the address this session reached.
-        install_tool(s.bin_dir, "crictl", f'#!/bin/sh\nset -- $SSH_CONNECTION\ncat {s.dir}/crictl-"$3"\n')
-        yield s
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    with running_haproxy(tmp_path / "node") as n:
-        yield n
-
-
-@pytest.fixture
-def stub(tmp_path: Path) -> Iterator[Stub]:
-    with running_stub(tmp_path) as s:
-        yield s
+@pytest.fixture(scope="module", autouse=True)
+def crictl(sshd: Sshd) -> None:
+    """crictl stand-in: prints the list the test wrote for the address this session reached."""
+    install_tool(sshd.bin_dir, "crictl", f'#!/bin/sh\nset -- $SSH_CONNECTION\ncat {sshd.dir}/crictl-"$3"\n')
 
 
 @pytest.fixture
 def homelab(sshd: Sshd, node: Node, stub: Stub) -> Iterator[HomelabTarget]:
-    ssh = {"user": USER, "port": sshd.port, "identity_file": str(sshd.client_key),
-           "known_hosts": str(sshd.known_hosts)}
+    ssh = sshd.profile_ssh()
     profile = parse_profile({
         "kube": {"context": "stub", "kubeconfig": str(stub.kubeconfig)},
         "balancer": {"ssh": {"host": "127.0.0.1", **ssh}, "sudo": False},

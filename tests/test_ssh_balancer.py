@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from _sshd import Node, Sshd, install_tool, running_haproxy, running_sshd, worker_pid
+from _homelab_fixtures import node, sshd  # noqa: F401 (pytest fixtures)
+from _sshd import Node, Sshd, install_tool, worker_pid
 from gtnb._wait import wait_until
 from gtnb.errors import BalancerError
 from gtnb.targets.base import Balancer
@@ -24,18 +25,6 @@ from gtnb.targets.ssh import SshBalancer, declared_servers
 from gtnb.targets.ssh_session import SshSession
 
 pytestmark = pytest.mark.ssh
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    with running_sshd(tmp_path_factory.mktemp("sshd")) as s:
-        yield s
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    with running_haproxy(tmp_path / "node") as n:
-        yield n
 
 
 @pytest.fixture
