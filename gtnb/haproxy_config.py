@@ -21,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .errors import BalancerError, ConfigError
+from .vocabulary import MODES, ensure_mode
 
 __all__ = [
     "MODES",
@@ -36,8 +37,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-MODES = ("current", "improved")
 
 # name -> meaning; the same table is in docs/contracts.md ("HAProxy config values").
 _VALUES_DOC: dict[str, str] = {
@@ -78,12 +77,6 @@ def haproxy_values_doc() -> dict[str, str]:
     return dict(_VALUES_DOC)
 
 
-def _ensure_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}: pick one of those")
-    return mode
-
-
 def haproxy_config_path(mode: str) -> Path:
     """Return the committed config file of a mode.
 
@@ -93,7 +86,7 @@ def haproxy_config_path(mode: str) -> Path:
     Returns:
         `haproxy/haproxy-<mode>.cfg` of the repository this package lives in.
     """
-    _ensure_mode(mode)
+    ensure_mode(mode)
     return Path(__file__).resolve().parent.parent / "haproxy" / f"haproxy-{mode}.cfg"
 
 
@@ -138,7 +131,7 @@ def render_haproxy_config(mode: str, values: Mapping[str, str], *, source: str |
         The config text with every `${GTNB_*}` replaced, ready for `check_config`.
     """
     path = Path(source) if source is not None else haproxy_config_path(mode)
-    _ensure_mode(mode)
+    ensure_mode(mode)
     try:
         text = path.read_text()
     except OSError as exc:

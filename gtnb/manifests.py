@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import yaml
 
 from .errors import ConfigError
+from .vocabulary import MODES, ensure_mode
 from .manifest_fields import (
     ISTIO_DEFAULT_MINIMUM_DRAIN,
     ISTIO_DEFAULT_TERMINATION_DRAIN_S,
@@ -44,7 +45,6 @@ __all__ = [
     "manifest_path",
 ]
 
-MODES = ("current", "improved")
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
 _MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 _MANIFEST_OF_MODE = {"current": "20-igw-current.yaml", "improved": "21-igw-improved.yaml"}
@@ -169,9 +169,7 @@ class IgwSpec:
 
 def manifest_path(mode: str) -> Path:
     """Return the committed IGW manifest of a mode (`manifests/2x-igw-<mode>.yaml`)."""
-    if mode not in MODES:
-        raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}: pick one of those")
-    return _MANIFESTS / _MANIFEST_OF_MODE[mode]
+    return _MANIFESTS / _MANIFEST_OF_MODE[ensure_mode(mode)]
 
 
 def manifest_sha256(path: str | Path) -> str:

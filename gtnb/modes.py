@@ -33,6 +33,7 @@ from typing import Any
 from .errors import BalancerError, ConfigError, RolloutDeadlock, RolloutError
 from .haproxy_stat import IGW_BACKEND, backend_servers, server_is_up, wait_servers_up
 from .targets.base import Pod, RolloutStatus, Target
+from .vocabulary import MODES, ensure_mode, other_mode
 
 __all__ = [
     "MODES",
@@ -50,7 +51,6 @@ __all__ = [
     "toggle",
 ]
 
-MODES = ("current", "improved")
 DEADLOCK_POLICIES = ("force-delete", "report")
 FORCE_DELETE_GRACE_S = 5.0  # the seed's `kubectl delete pod --grace-period=5`
 DEADLOCK_AFTER_S = 5.0  # a Pending surge pod is normal for a moment; for this long it is stuck
@@ -66,13 +66,6 @@ DEADLOCK_FIX = (
 )
 
 log_ = logging.getLogger("gtnb.toggle")
-
-
-def ensure_mode(name: object) -> str:
-    """Return `name` if it is a mode, else raise ConfigError naming the choices."""
-    if name not in MODES:
-        raise ConfigError(f"mode {name!r} is not one of {', '.join(MODES)}: pick one of those")
-    return str(name)
 
 
 def ensure_deadlock_policy(policy: object) -> str:
@@ -320,7 +313,7 @@ def _wait_rollout(
                 raise RolloutError(
                     f"rollout to {mode} not complete after {timeout_s:g} s: {status}; pods "
                     f"{', '.join(_describe(p) for p in pods) or 'none'}. If new pods are Pending: "
-                    + DEADLOCK_FIX.format(old=_other(mode))
+                    + DEADLOCK_FIX.format(old=other_mode(mode))
                 )
             time.sleep(POLL_S)
     finally:
@@ -376,7 +369,3 @@ def _verify(target: Target, mode: str, cfg_sha: str, timeout_s: float, say: Log)
 def _describe(p: Pod) -> str:
     where = p.node or p.reason or "unscheduled"
     return f"{p.name} {p.mode} {p.phase}{' Ready' if p.ready else ''} ({where})"
-
-
-def _other(mode: str) -> str:
-    return next(m for m in MODES if m != mode)

@@ -25,21 +25,9 @@ from typing import Any
 
 from .artifacts import artifacts_root, read_journal
 from .errors import ArtifactError, ConfigError, RunError
-from .notebook_params import (
-    MODES,
-    NOTEBOOKS_DIR,
-    SCENARIOS,
-    TARGETS,
-    Params,
-    compare_parameters,
-    ensure_duration,
-    ensure_mode,
-    ensure_run_dir,
-    ensure_scenario,
-    ensure_target,
-    ensure_workers,
-    parameters,
-)
+from . import notebook_params
+from .notebook_params import *  # noqa: F403 (re-exported whole, so a notebook needs one import)
+from .notebook_params import NOTEBOOKS_DIR, Params, ensure_scenario
 from .notebook_show import (
     PROBLEMS,
     guarded,
@@ -57,26 +45,14 @@ from .notebook_show import (
 )
 
 __all__ = [
-    "SCENARIOS",
-    "MODES",
-    "TARGETS",
-    "NOTEBOOKS_DIR",
-    "Params",
+    *notebook_params.__all__,
     "Outcome",
-    "ensure_scenario",
-    "ensure_mode",
-    "ensure_target",
-    "ensure_duration",
-    "ensure_workers",
-    "ensure_run_dir",
-    "parameters",
-    "compare_parameters",
     "run_or_load",
     "load",
     "finish",
     "finish_compare",
     "notebook_for",
-    # re-exported from notebook_params and notebook_show, so a notebook needs one import
+    # re-exported from notebook_show, so a notebook needs one import
     "narrate",
     "outcome_html",
     "show_compare",

@@ -16,6 +16,8 @@ from typing import Any
 from .artifacts import REPO_ROOT, artifacts_root, read_journal
 from .errors import ArtifactError, ConfigError
 from .notebook_show import PROBLEMS
+from . import vocabulary
+from .vocabulary import MODES, SCENARIOS, TARGETS, ensure_scenario_name
 
 __all__ = [
     "SCENARIOS",
@@ -33,38 +35,26 @@ __all__ = [
     "compare_parameters",
 ]
 
-SCENARIOS = ("S1", "S2", "S3", "S4")
-MODES = ("current", "improved")
-TARGETS = ("local", "homelab")
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 
 def ensure_scenario(scenario: str) -> str:
     """Return the scenario name (S1..S4, any case) or raise ConfigError listing the allowed ones."""
-    name = str(scenario).upper()
-    if name not in SCENARIOS:
-        raise ConfigError(f"scenario {scenario!r} is not one of {', '.join(SCENARIOS)}")
-    return name
+    return ensure_scenario_name(scenario, fix="set `scenario` to one of those")
 
 
 def ensure_mode(mode: str) -> str:
     """Return `mode` if it is current or improved, else raise ConfigError naming both."""
-    if mode not in MODES:
-        raise ConfigError(
-            f"mode {mode!r} is not one of {' | '.join(MODES)}: set `mode` in the parameters cell "
-            f"(or `-p mode improved` with papermill)"
-        )
-    return mode
+    return vocabulary.ensure_mode(
+        mode, sep=" | ", fix="set `mode` in the parameters cell (or `-p mode improved` with papermill)"
+    )
 
 
 def ensure_target(target: str) -> str:
     """Return `target` if it is local or homelab, else raise ConfigError naming both."""
-    if target not in TARGETS:
-        raise ConfigError(
-            f"target {target!r} is not one of {' | '.join(TARGETS)}: `local` runs the lab on this "
-            f"machine, `homelab` needs a `profile`"
-        )
-    return target
+    return vocabulary.ensure_target(
+        target, sep=" | ", fix="`local` runs the lab on this machine, `homelab` needs a `profile`"
+    )
 
 
 def ensure_duration(name: str, value: Any, *, minimum: float = 0.0) -> float | None:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .vocabulary import MODES, ensure_scenario_name
+from .vocabulary import ensure_mode as _ensure_mode_name  # this module's ensure_mode adds the scenario's modes
 
 __all__ = [
     "MODES",
@@ -27,8 +29,6 @@ __all__ = [
     "ensure_params",
     "run",
 ]
-
-MODES = ("current", "improved")
 
 # Parameters every scenario takes, with their defaults.
 _COMMON: dict[str, Any] = {
@@ -87,16 +87,12 @@ SCENARIOS: dict[str, Scenario] = {
 
 def ensure_scenario(name: str) -> Scenario:
     """The scenario called `name` (case-insensitive), or ConfigError listing the scenarios."""
-    key = str(name).strip().upper()
-    if key not in SCENARIOS:
-        raise ConfigError(f"scenario {name!r} is not one of {', '.join(SCENARIOS)}: pick one of those")
-    return SCENARIOS[key]
+    return SCENARIOS[ensure_scenario_name(name)]
 
 
 def ensure_mode(mode: str, scenario: Scenario | None = None) -> str:
     """`mode` if it is a mode (and one the scenario runs in), else ConfigError."""
-    if mode not in MODES:
-        raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}: pick one of those")
+    _ensure_mode_name(mode)
     if scenario is not None and mode not in scenario.modes:
         raise ConfigError(
             f"{scenario.name} runs in {' or '.join(scenario.modes)} mode only, not {mode}: "

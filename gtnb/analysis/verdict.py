@@ -37,14 +37,12 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import ConfigError
+from ..vocabulary import MODES, SCENARIOS, ensure_mode, ensure_scenario_name
 from .verdict_checks import Check, _main_request, fsm_checks, outcome_of, request_checks, s3_checks, s4_checks
 from .verdict_kill import SERVED_BY_KILLED, current_order_check, served_by_killed_check
 
 __all__ = ["Check", "Verdict", "verdict", "SCENARIOS", "MODES"]
 
-SCENARIOS = ("S1", "S2", "S3", "S4")
-MODES = ("current", "improved")
 
 
 @dataclass
@@ -110,13 +108,9 @@ class Verdict:
 
 def ensure_scenario_mode(scenario: str | None, mode: str | None, where: str) -> tuple[str, str]:
     """Validate a scenario and mode, naming the allowed values and the fix."""
-    if scenario is None or str(scenario).upper() not in SCENARIOS:
-        raise ConfigError(f"{where}: scenario {scenario!r} is not one of {', '.join(SCENARIOS)}; "
-                          "pass scenario='S1' (or fix run.json / the directory name)")
-    if mode not in MODES:
-        raise ConfigError(f"{where}: mode {mode!r} is not one of {', '.join(MODES)}; "
-                          "pass mode='current' or mode='improved'")
-    return str(scenario).upper(), str(mode)
+    name = ensure_scenario_name(scenario, where=where,
+                                fix="pass scenario='S1' (or fix run.json / the directory name)")
+    return name, ensure_mode(mode, where=where, fix="pass mode='current' or mode='improved'")
 
 
 def verdict(run: Any, *, scenario: str | None = None, mode: str | None = None) -> Verdict:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..vocabulary import TARGETS, ensure_target
 from .base import Balancer, Cluster, Frontend, Node, Pod, RolloutStatus, Target
 
 __all__ = [
@@ -23,13 +23,10 @@ __all__ = [
     "RolloutStatus",
 ]
 
-TARGETS = ("local", "homelab")
-
 
 def ensure_target_name(name: str) -> str:
-    if name not in TARGETS:
-        raise ConfigError(f"target {name!r} is not one of {', '.join(TARGETS)}: pick one of those")
-    return name
+    """Return `name` if it is local or homelab, else raise ConfigError naming both."""
+    return ensure_target(name)
 
 
 @contextmanager

@@ -14,16 +14,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ...errors import ConfigError
+from ...manifests import manifest_path
+from ...vocabulary import MODES
 from .addresses import LabAddresses
 from .controller import Controller
 from .podspec import deployment_from_manifest
-from .state import REPO_ROOT, LabState
+from .state import LabState
 
-__all__ = ["AppliedDeployment", "MODES", "MANIFESTS"]
+__all__ = ["AppliedDeployment", "MODES"]
 
 log = logging.getLogger("gtnb.lab")
-MODES = ("current", "improved")
-MANIFESTS = {"current": "20-igw-current.yaml", "improved": "21-igw-improved.yaml"}
 
 
 def _now_rfc3339() -> str:
@@ -52,7 +52,7 @@ class AppliedDeployment:
         return str(self.data.get("mode") or self.initial_mode)
 
     def _default(self, mode: str) -> dict[str, Any]:
-        path = REPO_ROOT / "manifests" / MANIFESTS[mode]
+        path = manifest_path(mode)
         try:
             text = path.read_text()
         except OSError as exc:
