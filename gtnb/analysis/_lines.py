@@ -7,9 +7,10 @@ datetime64[ns, UTC], so frames from different sources compare and subtract direc
 
 from __future__ import annotations
 
+import csv
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ __all__ = [
     "Skipped",
     "ParseResult",
     "read_lines",
+    "csv_lines",
     "read_bytes",
     "split_prefixes",
     "to_utc",
@@ -96,6 +98,23 @@ def read_lines(source: Source) -> tuple[list[str], bool]:
     if not truncated:
         lines.pop()
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines], truncated
+
+
+def csv_lines(lines: list[str], skips: list[Skipped]) -> Iterator[tuple[int, str, list[str]]]:
+    """Each non-blank line as (line number, raw line, CSV fields).
+
+    A line the csv module refuses is not yielded: it goes to `skips` with the module's reason,
+    so every CSV parser accounts for bad lines the same way.
+    """
+    for no, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            fields = next(csv.reader([raw]))
+        except csv.Error as exc:
+            skips.append(skipped(no, f"not CSV: {exc}", raw))
+            continue
+        yield no, raw, fields
 
 
 def skipped(line_no: int, reason: str, line: str) -> Skipped:

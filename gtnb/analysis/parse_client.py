@@ -29,11 +29,12 @@ ts datetime64[ns, UTC], line_no int64.
 
 from __future__ import annotations
 
-import csv
 
 import pandas as pd
 
-from ._lines import TS_DTYPE, ParseResult, Skipped, Source, read_lines, skipped, to_utc, typed_frame
+from ._lines import (
+    TS_DTYPE, ParseResult, Skipped, Source, csv_lines, read_lines, skipped, to_utc, typed_frame,
+)
 
 __all__ = ["parse_client", "parse_chunks", "CLIENT_COLUMNS", "CHUNK_COLUMNS", "finish_client"]
 
@@ -57,14 +58,7 @@ def _rows(source: Source, required: tuple[str, ...]) -> tuple[list[dict[str, str
     skips: list[Skipped] = []
     header: list[str] | None = None
     out: list[dict[str, str]] = []
-    for no, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            fields = next(csv.reader([raw]))
-        except csv.Error as exc:
-            skips.append(skipped(no, f"not CSV: {exc}", raw))
-            continue
+    for no, raw, fields in csv_lines(lines, skips):
         if header is None:
             names = [f.strip() for f in fields]
             if not set(required) <= set(names):

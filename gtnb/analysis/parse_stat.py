@@ -22,11 +22,12 @@ Frame columns (sorted by `ts`, ties in file order):
 
 from __future__ import annotations
 
-import csv
 
 import pandas as pd
 
-from ._lines import TS_DTYPE, ParseResult, Skipped, Source, read_lines, skipped, to_utc, typed_frame
+from ._lines import (
+    TS_DTYPE, ParseResult, Skipped, Source, csv_lines, read_lines, skipped, to_utc, typed_frame,
+)
 
 __all__ = ["parse_stat", "STAT_COLUMNS"]
 
@@ -57,14 +58,7 @@ def parse_stat(source: Source) -> ParseResult:
     records: list[dict[str, object]] = []
     skips: list[Skipped] = []
     extra: list[str] = []
-    for no, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            fields = next(csv.reader([raw]))
-        except csv.Error as exc:
-            skips.append(skipped(no, f"not CSV: {exc}", raw))
-            continue
+    for no, raw, fields in csv_lines(lines, skips):
         names = [f.strip().lstrip("#").strip() for f in fields]
         if "svname" in names:  # a header (first or repeated per sample)
             header = names
