@@ -79,6 +79,34 @@ def finish(result: RequestResult, response: httpx.Response | None, exc: BaseExce
         result.complete = False
 
 
+def _stream_get(
+    pin: Pin,
+    path: str,
+    result: RequestResult,
+    *,
+    http2: bool,
+    timeout_s: float,
+    cancel: Canceller | None,
+    read: Callable[[httpx.Response], None],
+) -> tuple[httpx.Response | None, BaseException | None]:
+    """GET `path` on the pinned address with the request id and the canceller's trace.
+
+    Records the status and HTTP version in `result`, then lets `read` consume the body (the two
+    scenarios' clients differ only there). Returns the response (None when none came) and the
+    httpx error that ended it (None when `read` reached the end), for `finish`.
+    """
+    response: httpx.Response | None = None
+    with pin.client(http2=http2, timeout_s=timeout_s) as client:
+        try:
+            with client.stream("GET", path, headers={"x-request-id": result.request_id},
+                               extensions=pin.extensions(cancel.trace if cancel else None)) as response:
+                result.status, result.http_version = response.status_code, response.http_version
+                read(response)
+        except httpx.HTTPError as err:
+            return response, err
+    return response, None
+
+
 def long_request(
     pin: Pin,
     path: str,
@@ -102,18 +130,13 @@ def long_request(
         The RequestResult; never raises for a network failure.
     """
     result = RequestResult(worker, request_id, path, "HTTP/2" if http2 else "HTTP/1.1", time.time())
-    response: httpx.Response | None = None
-    exc: BaseException | None = None
-    with pin.client(http2=http2, timeout_s=timeout_s) as client:
-        try:
-            with client.stream("GET", path, headers={"x-request-id": request_id},
-                               extensions=pin.extensions(cancel.trace if cancel else None)) as response:
-                result.status, result.http_version = response.status_code, response.http_version
-                for data in response.iter_raw():
-                    result.bytes += len(data)
-            result.complete = 200 <= response.status_code < 300
-        except httpx.HTTPError as err:
-            exc = err
+
+    def read(response: httpx.Response) -> None:
+        for data in response.iter_raw():
+            result.bytes += len(data)
+        result.complete = 200 <= response.status_code < 300
+
+    response, exc = _stream_get(pin, path, result, http2=http2, timeout_s=timeout_s, cancel=cancel, read=read)
     finish(result, response, exc, cancel)
     return result
 
@@ -146,25 +169,21 @@ def stream_request(
     """
     result = RequestResult(worker, request_id, path, "HTTP/2" if http2 else "HTTP/1.1", time.time())
     arrivals: list[ChunkArrival] = []
-    response: httpx.Response | None = None
-    exc: BaseException | None = None
     saw_final = False
-    with pin.client(http2=http2, timeout_s=timeout_s) as client:
-        try:
-            with client.stream("GET", path, headers={"x-request-id": request_id},
-                               extensions=pin.extensions(cancel.trace if cancel else None)) as response:
-                result.status, result.http_version = response.status_code, response.http_version
-                for line in _lines(response, result):
-                    if line.startswith("chunk "):
-                        arrival = ChunkArrival(request_id, _chunk_number(line, len(arrivals) + 1), time.time())
-                        arrivals.append(arrival)
-                        result.chunks = len(arrivals)
-                        if on_chunk is not None:
-                            on_chunk(arrival)
-                    elif line == FINAL_LINE:
-                        saw_final = True
-        except httpx.HTTPError as err:
-            exc = err
+
+    def read(response: httpx.Response) -> None:
+        nonlocal saw_final
+        for line in _lines(response, result):
+            if line.startswith("chunk "):
+                arrival = ChunkArrival(request_id, _chunk_number(line, len(arrivals) + 1), time.time())
+                arrivals.append(arrival)
+                result.chunks = len(arrivals)
+                if on_chunk is not None:
+                    on_chunk(arrival)
+            elif line == FINAL_LINE:
+                saw_final = True
+
+    response, exc = _stream_get(pin, path, result, http2=http2, timeout_s=timeout_s, cancel=cancel, read=read)
     finish(result, response, exc, cancel)
     if exc is None and result.status is not None and result.status < 500:
         result.complete = saw_final and 200 <= result.status < 300
