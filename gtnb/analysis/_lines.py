@@ -117,9 +117,13 @@ def csv_lines(lines: list[str], skips: list[Skipped]) -> Iterator[tuple[int, str
         yield no, raw, fields
 
 
-def skipped(line_no: int, reason: str, line: str) -> Skipped:
-    """A Skipped record with the line shortened for the report."""
-    return Skipped(line_no, reason, line[:_SKIP_LINE_CHARS])
+def skipped(line_no: int, reason: str, line: str, *, cut: bool = False) -> Skipped:
+    """A Skipped record with the line shortened for the report.
+
+    `cut` marks the file's last line written without its newline (a run stopped mid-write), so
+    the report says why a line that would parse once complete was skipped.
+    """
+    return Skipped(line_no, "truncated last line: " + reason if cut else reason, line[:_SKIP_LINE_CHARS])
 
 
 # Prefixes log viewers put before a container's own line, outermost first. Each is tried at

@@ -68,7 +68,7 @@ def _rows(source: Source, required: tuple[str, ...]) -> tuple[list[dict[str, str
             continue
         if len(fields) != len(header):
             why = f"{len(fields)} fields where the header has {len(header)}"
-            skips.append(skipped(no, "truncated last line: " + why if truncated and no == len(lines) else why, raw))
+            skips.append(skipped(no, why, raw, cut=truncated and no == len(lines)))
             continue
         row = dict(zip(header, fields))
         row["line_no"] = str(no)

@@ -144,9 +144,7 @@ def parse_envoy(source: Source) -> ParseResult:
             continue
         why = _parse_line(raw, no, rows)
         if why:
-            if truncated and no == n:
-                why = "truncated last line: " + why
-            skips.append(skipped(no, why, raw))
+            skips.append(skipped(no, why, raw, cut=truncated and no == n))
     slow = typed_frame(rows, ENVOY_COLUMNS)
     slow["end"] = slow["ts"] + pd.to_timedelta(slow["duration_ms"].astype("float64"), unit="ms")
     bad = slow["ts"].isna()

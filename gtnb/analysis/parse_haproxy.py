@@ -96,8 +96,7 @@ def parse_haproxy(source: Source, *, year: int | None = None) -> ParseResult:
             continue
         rec = _parse(raw, year)
         if isinstance(rec, str):
-            why = "truncated last line: " + rec if truncated and no == len(lines) else rec
-            skips.append(skipped(no, why, raw))
+            skips.append(skipped(no, rec, raw, cut=truncated and no == len(lines)))
             continue
         rec["line_no"], rec["line"] = no, raw
         for k in rows:

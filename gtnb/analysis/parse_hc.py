@@ -74,9 +74,7 @@ def parse_hc(source: Source) -> ParseResult:
         if why is None and not ts:
             why = "no ts= and no kubectl timestamp"
         if why:
-            if no == last and truncated:
-                why = "truncated last line: " + why
-            skips.append(skipped(no, why, raw))
+            skips.append(skipped(no, why, raw, cut=truncated and no == last))
             continue
         rows["ts"].append(ts)
         rows["pod"].append(fields.get("pod") or pre.pod)

@@ -121,7 +121,7 @@ def parse_curl_tsv(source: Source, *, err_file: Source | None = None) -> ParseRe
             start, http, total = float(parts[0]), int(parts[1]), float(parts[2])
         except (ValueError, IndexError):
             why = "expected `<epoch> <http_code> <time_total>`"
-            skips.append(skipped(no, "truncated last line: " + why if truncated and no == len(lines) else why, raw))
+            skips.append(skipped(no, why, raw, cut=truncated and no == len(lines)))
             continue
         status = http or None
         code, detail = 0, ""

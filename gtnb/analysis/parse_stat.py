@@ -66,8 +66,7 @@ def parse_stat(source: Source) -> ParseResult:
             continue
         rec = _record(fields, header)
         if isinstance(rec, str):
-            why = "truncated last line: " + rec if truncated and no == len(lines) else rec
-            skips.append(skipped(no, why, raw))
+            skips.append(skipped(no, rec, raw, cut=truncated and no == len(lines)))
             continue
         rec["line_no"] = no
         records.append(rec)
