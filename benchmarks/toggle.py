@@ -20,6 +20,7 @@ from gtnb.haproxy_config import check_config, render_haproxy_config
 from gtnb.haproxy_stat import wait_servers_up
 from gtnb.modes import toggle
 from gtnb.targets.local.lab import LocalTarget, lab_down, lab_up
+from gtnb.vocabulary import MODES
 
 
 def _row(what: str, values: list[float]) -> None:
@@ -48,7 +49,7 @@ def main() -> None:
                 shape = "master1 tainted (seed)" if taint else "3 schedulable nodes"
                 _row(f"lab up, {shape}", [up])
                 if not taint:
-                    texts = [render_haproxy_config(m, t.haproxy_values()) for m in ("current", "improved")]
+                    texts = [render_haproxy_config(m, t.haproxy_values()) for m in MODES]
                     check, install, settle, stat = [], [], [], []
                     for i in range(args.reloads):
                         text = texts[i % 2]

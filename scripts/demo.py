@@ -31,10 +31,9 @@ from gtnb.artifacts import REPO_ROOT, artifacts_root
 from gtnb.errors import GtnbError
 from gtnb.report import render_index
 from gtnb.targets.local import lab
+from gtnb.vocabulary import MODES
 
 log = logging.getLogger("gtnb.demo")
-
-MODES = ("current", "improved")
 NOTEBOOK = REPO_ROOT / "notebooks" / "s1.ipynb"
 
 
