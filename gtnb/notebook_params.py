@@ -30,6 +30,7 @@ __all__ = [
     "ensure_target",
     "ensure_duration",
     "ensure_workers",
+    "ensure_path",
     "ensure_run_dir",
     "parameters",
     "compare_parameters",
@@ -83,6 +84,16 @@ def ensure_workers(value: Any) -> int | None:
     return value
 
 
+def ensure_path(value: Any) -> str | None:
+    """Return S3's request path (None or "" = the default, /fast), or raise ConfigError."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError(f"path = {value!r} must start with '/': give e.g. path = \"/fast\" "
+                          "(the seed's) or \"/sleep?seconds=0.2\"")
+    return value
+
+
 def ensure_run_dir(run_dir: str | Path, scenario: str) -> Path:
     """Return an existing run directory of `scenario`, or raise ConfigError saying what is wrong.
 
@@ -121,6 +132,7 @@ class Params:
     kill_after_s: float | None = None
     grace_period_s: float | None = None
     workers: int | None = None
+    path: str | None = None
     run_dir: Path | None = None
     profile: str | None = None
     artifacts: Path | None = None
@@ -130,7 +142,8 @@ class Params:
     def run_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``gtnb.scenarios.run`` (defaults left out)."""
         extra = {k: v for k, v in (("duration_s", self.duration_s), ("kill_after_s", self.kill_after_s),
-                                   ("grace_period_s", self.grace_period_s), ("workers", self.workers))
+                                   ("grace_period_s", self.grace_period_s), ("workers", self.workers),
+                                   ("path", self.path))
                  if v is not None}
         return {"target": self.target, "profile": self.profile, "state_dir": self.state_dir,
                 "artifacts": str(self.artifacts) if self.artifacts else None, **extra}
@@ -146,6 +159,7 @@ def parameters(
     kill_after_s: Any = None,
     grace_period_s: Any = None,
     workers: Any = None,
+    path: Any = None,
     run_dir: str | Path = "",
     profile: str | Path = "",
     artifacts: str | Path = "",
@@ -156,9 +170,10 @@ def parameters(
 
     Parameters:
         scenario: the notebook's scenario (S1..S4).
-        mode, target, duration_s, kill_after_s, grace_period_s, workers, run_dir, profile,
+        mode, target, duration_s, kill_after_s, grace_period_s, workers, path, run_dir, profile,
         artifacts, state_dir, report: the parameters cell's values, as DESIGN.md's "Public
-            surface" and the CLI name them; empty strings and None mean "default".
+            surface" and the CLI name them; empty strings and None mean "default". `workers`
+            and `path` are S3's.
 
     Returns:
         The Params. When `run_dir` is set, mode and target come from that run's journal.
@@ -170,16 +185,17 @@ def parameters(
         raise ConfigError("S2 runs in improved mode only (it times the improved drain FSM): set "
                           "mode = 'improved', or use s1.ipynb for the current side")
     target = ensure_target(target)
-    path = ensure_run_dir(run_dir, scenario) if run_dir else None
-    if path is not None:
+    existing = ensure_run_dir(run_dir, scenario) if run_dir else None
+    if existing is not None:
         # Analysing an existing run: what it was run with is what counts, not this cell's defaults.
-        journal = read_journal(path)
+        journal = read_journal(existing)
         mode, target = str(journal.get("mode", mode)), str(journal.get("target", target))
         recorded = journal.get("parameters") or {}
         duration_s = recorded.get("duration_s", duration_s)
         kill_after_s = recorded.get("kill_after_s", kill_after_s)
         grace_period_s = recorded.get("grace_period_s", grace_period_s)
         workers = recorded.get("workers", workers)
+        path = recorded.get("path", path)
     elif target == "homelab" and not profile:
         raise ConfigError("target 'homelab' needs `profile`: the path of a lab profile YAML "
                           "(see profiles/), or use target = 'local'")
@@ -191,7 +207,8 @@ def parameters(
     return Params(
         scenario=scenario, mode=mode, target=target, duration_s=duration, kill_after_s=kill,
         grace_period_s=ensure_duration("grace_period_s", grace_period_s),
-        workers=ensure_workers(workers), run_dir=path, profile=str(profile) if profile else None,
+        workers=ensure_workers(workers), path=ensure_path(path), run_dir=existing,
+        profile=str(profile) if profile else None,
         artifacts=artifacts_root(artifacts) if artifacts else None,
         state_dir=str(state_dir) if state_dir else None, report=bool(report),
     )

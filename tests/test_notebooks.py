@@ -95,6 +95,7 @@ def test_bad_mode_fails_with_the_allowed_ones(tmp_path: Path) -> None:
         ("S1", {"mode": "current", "duration_s": 6, "kill_after_s": 6},
          "kill_after_s = 6 must be shorter than duration_s = 6"),
         ("S3", {"mode": "current", "workers": 0}, "workers = 0 must be a whole number >= 1"),
+        ("S3", {"mode": "current", "path": "fast"}, "path = 'fast' must start with '/'"),
         ("S1", {"mode": "current", "target": "homelab"}, "target 'homelab' needs `profile`"),
         ("S1", {"mode": "current", "run_dir": "/nonexistent/run"}, "is not a directory"),
     ],
@@ -105,6 +106,16 @@ def test_parameters_name_the_bad_value_and_the_allowed_ones(scenario, values, me
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         parameters(scenario, **values)
+
+
+def test_s3_notebook_passes_path_to_the_run() -> None:
+    # run() takes S3's `path`; the notebook must offer it and hand it through to run().
+    assert "path" in dict(_parameters_cell("s3")), "s3.ipynb has no `path` parameter"
+    from gtnb.notebook import parameters
+
+    p = parameters("S3", mode="current", path="/sleep?seconds=0.2")
+    assert p.run_kwargs()["path"] == "/sleep?seconds=0.2"
+    assert "path" not in parameters("S3", mode="current", path="").run_kwargs()
 
 
 def test_run_dir_of_another_scenario_is_refused(tmp_path: Path) -> None:
