@@ -6,10 +6,11 @@ Brings the local lab up once, runs notebooks/s1.ipynb under papermill in `curren
 Progress is narrated on stderr; stdout carries only the three paths.
 
 Durations: the seed runs a 60 s request killed at 5 s. The demo uses `duration_s=20`,
-`kill_after_s=3`: in current mode pilot-agent kills Envoy `terminationDrainDuration` (5 s) after
-SIGTERM, so the request is cut at t ~ 8 s from its start, 12 s before it would have finished;
-improved mode holds the pod until the request completes at 20 s. A cut at ~8 s against a 200 at
-20 s reads at a glance on the timeline, and the demo takes about a third of the seed's time.
+`kill_after_s=3`: in current mode HAProxy marks the pod DOWN 2-3 s after its hc fails and
+`shutdown-sessions` cuts the request then (before pilot-agent's 5 s kill: docs/assets.md), at
+t ~ 5-6 s from its start, well before it would have finished; improved mode holds the pod until
+the request completes at 20 s. A 502 at ~5-6 s against a 200 at 20 s reads at a glance on the
+timeline, and the demo takes about a third of the seed's time.
 Override with `GTNB_DEMO_DURATION_S` / `GTNB_DEMO_KILL_AFTER_S` for the seed's numbers.
 
 A lab that was already up (`gtnb lab up`) is used and left up; a lab the demo started is taken

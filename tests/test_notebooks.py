@@ -202,7 +202,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
 
 _LAB_RUNS = {
     # (notebook, mode): short durations that keep each mode's effect: current mode's cut comes
-    # terminationDrainDuration (5 s) after the kill, so long requests outlast it.
+    # at HAProxy's DOWN, 2-3 s after the kill (before the 5 s terminationDrainDuration kill), so
+    # long requests outlast it.
     ("s1", "current"): {"duration_s": 12, "kill_after_s": 2},
     ("s1", "improved"): {"duration_s": 8, "kill_after_s": 2},
     ("s2", "improved"): {"duration_s": 8, "kill_after_s": 2},
