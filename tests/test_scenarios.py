@@ -73,7 +73,8 @@ def test_run_validates_before_touching_any_lab(tmp_path) -> None:
 # --- the real local lab -------------------------------------------------------------------------
 # One lab for the module; runs ordered current first, then improved, so the lab toggles mode
 # only twice. Durations are scaled down; the kill comes early enough that the current mode's
-# cut (agent kills Envoy terminationDrainDuration after SIGTERM) falls inside the request.
+# cut (HAProxy's DOWN + shutdown-sessions 2-3 s after SIGTERM, before the agent's 5 s kill)
+# falls inside the request.
 
 import csv  # noqa: E402
 import json  # noqa: E402
