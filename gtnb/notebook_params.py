@@ -222,6 +222,7 @@ def compare_parameters(
     kill_after_s: Any = None,
     grace_period_s: Any = None,
     workers: Any = None,
+    path: Any = None,
     run_dir_current: str | Path = "",
     run_dir_improved: str | Path = "",
     profile: str | Path = "",
@@ -235,7 +236,8 @@ def compare_parameters(
         scenario: S1, S3 or S4 (S2 is improved-only).
         run_dir_current, run_dir_improved: existing runs to compare instead of running them;
             each must be of `scenario` and of its mode.
-        the rest: as in `parameters`; `workers` is used by S3 only, `grace_period_s` by S1/S4.
+        the rest: as in `parameters`; `workers` and `path` are used by S3 only,
+            `grace_period_s` by S1/S4.
 
     Returns:
         (current Params, improved Params).
@@ -246,7 +248,8 @@ def compare_parameters(
                           "request in both modes), or open s2.ipynb")
     common = dict(target=target, duration_s=duration_s, kill_after_s=kill_after_s,
                   grace_period_s=None if name == "S3" else grace_period_s,
-                  workers=workers if name == "S3" else None, profile=profile,
+                  workers=workers if name == "S3" else None,
+                  path=path if name == "S3" else None, profile=profile,
                   artifacts=artifacts, state_dir=state_dir, report=report)
     pair = (parameters(name, mode="current", run_dir=run_dir_current, **common),
             parameters(name, mode="improved", run_dir=run_dir_improved, **common))

@@ -116,6 +116,12 @@ def test_s3_notebook_passes_path_to_the_run() -> None:
     p = parameters("S3", mode="current", path="/sleep?seconds=0.2")
     assert p.run_kwargs()["path"] == "/sleep?seconds=0.2"
     assert "path" not in parameters("S3", mode="current", path="").run_kwargs()
+    # compare.ipynb too, for S3 only (as `workers`).
+    from gtnb.notebook import compare_parameters
+
+    assert "path" in dict(_parameters_cell("compare"))
+    assert [p.run_kwargs()["path"] for p in compare_parameters("S3", path="/sleep")] == ["/sleep"] * 2
+    assert all("path" not in p.run_kwargs() for p in compare_parameters("S1", path="/sleep"))
 
 
 def test_run_dir_of_another_scenario_is_refused(tmp_path: Path) -> None:
