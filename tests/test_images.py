@@ -89,7 +89,9 @@ def test_copy_sources_exist_in_the_repo(dockerfile: Dockerfile) -> None:
 
 
 def test_requirements_match_what_the_tests_run(dockerfile: Dockerfile) -> None:
-    for dist, pinned in requirements(dockerfile.name).items():
+    pins = requirements(dockerfile.name)
+    assert pins, f"images/{dockerfile.name}/requirements.txt pins nothing: the image needs its runtime packages"
+    for dist, pinned in pins.items():
         assert version(dist) == pinned, f"images/{dockerfile.name}/requirements.txt pins {dist}=={pinned}, " \
                                         f"tests run {version(dist)}: update the pin"
 
