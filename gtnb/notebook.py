@@ -5,8 +5,11 @@ this module (or into ``gtnb.analysis``). The flow of s1..s4.ipynb::
 
     p = nb.parameters("S1", mode=mode, target=target, ...)   # validation: ConfigError on bad input
     outcome = nb.run_or_load(p)     # run the scenario, or take `run_dir`; a failure is recorded
+    nb.show_outcome(outcome)
     run = nb.load(outcome)          # the artifacts as frames (partial ones for a failed run)
-    nb.show_figure(timeline(run))
+    nb.show_summary(run)
+    nb.show_timeline(run)           # the six-event timeline (S2 adds nb.show_transitions(run))
+    nb.show_events(run)
     nb.show_verdict(outcome, run)
     nb.finish(outcome, p)           # report.html into the run dir; raise if the run failed
 
