@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--kill-after-s", type=float, default=None, help="delay of the termination event")
     run.add_argument("--grace-period-s", type=float, default=None, help="grace period of the pod delete")
     run.add_argument("--workers", type=int, default=None, help="S3: concurrent clients")
+    run.add_argument("--path", default=None, help="S3: what each worker GETs (default /fast)")
     run.add_argument("--artifacts", default=None, help="artifacts root (default artifacts/)")
     _target_args(run)
 
@@ -102,6 +103,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "kill_after_s": args.kill_after_s,
                 "grace_period_s": args.grace_period_s,
                 "workers": args.workers,
+                "path": args.path,
             }.items()
             if v is not None
         }
