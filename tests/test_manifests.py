@@ -17,8 +17,7 @@ import yaml
 
 from gtnb.errors import ConfigError
 from gtnb.haproxy_config import haproxy_config_path
-from gtnb.manifest_fields import parse_go_duration, parse_proto_duration
-from gtnb.manifests import ExecHook, HttpGetHook, load_igw_spec, manifest_path, manifest_sha256
+from gtnb.manifests import HttpGetHook, load_igw_spec, manifest_path, manifest_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = sorted((REPO / "manifests").glob("*.yaml"))
