@@ -183,7 +183,7 @@ def run(
         **params: overrides of the scenario's parameters (`duration_s`, `kill_after_s`, ...).
             S3's `path` (default `/fast`, as the seed) is what each worker requests: current
             mode's shutdown-sessions cuts only sessions attached at the DOWN instant, so a
-            request that holds its session (`/sleep?seconds=0.2`) makes the cuts certain.
+            request that holds its session (`/sleep?seconds=0.2`) makes the cuts all but certain.
 
     Returns:
         The run directory. On an error or Ctrl-C the directory keeps what was written, run.json
