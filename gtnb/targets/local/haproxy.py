@@ -49,6 +49,7 @@ __all__ = [
     "LocalBalancer",
     "ProcInfo",
     "admin_command",
+    "config_path",
     "ensure_admin_socket",
     "haproxy_version",
     "master_proc_info",
@@ -73,6 +74,11 @@ def _paths(state_dir: Path) -> tuple[Path, Path, Path, Path, Path]:
     """(config, master.sock, admin.sock, pid file, haproxy.log) of a lab state directory."""
     d = state_dir / "haproxy"
     return d / "haproxy.cfg", d / "master.sock", d / "admin.sock", d / "haproxy.pid", state_dir / "haproxy.log"
+
+
+def config_path(state_dir: Path) -> Path:
+    """The live HAProxy config of a lab state directory (what a reload reads)."""
+    return _paths(state_dir)[0]
 
 
 def stderr_log_path(state_dir: Path) -> Path:

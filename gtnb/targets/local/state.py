@@ -70,14 +70,6 @@ class LabState:
         return self.root / "backend.log"
 
     @property
-    def haproxy_dir(self) -> Path:
-        return self.root / "haproxy"
-
-    @property
-    def haproxy_log(self) -> Path:
-        return self.root / "haproxy.log"
-
-    @property
     def pods_dir(self) -> Path:
         return self.root / "pods"
 

@@ -87,10 +87,11 @@ def show_stat_rows(state_dir: Path) -> dict[str, dict[str, str]]:
 def _config_mode(state: LabState, a: LabAddresses) -> str:
     """Which mode's config HAProxy runs: the installed file compared with each mode's rendering."""
     from ...haproxy_config import MODES, render_haproxy_config
+    from .haproxy import config_path
     from .values import haproxy_values
 
     try:
-        installed = (state.haproxy_dir / "haproxy.cfg").read_text()
+        installed = config_path(state.root).read_text()
         values = haproxy_values(a, state.root)
         for mode in MODES:
             if render_haproxy_config(mode, values) == installed:
