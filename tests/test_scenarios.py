@@ -187,8 +187,9 @@ def test_s3_current_has_failed_requests(lab) -> None:
     """A current-mode rollout cuts the sessions attached to each old pod's server at its DOWN.
 
     shutdown-sessions cuts only the sessions attached at the DOWN instant, so the requests must
-    hold theirs: with `/fast` (a few ms) and 3 workers a run cut 6 of 2,959 requests once and
-    0 of 4,237 another time. `S3_LOAD` (10 workers x `/sleep?seconds=0.2`) measured on this lab
+    hold theirs: with `/fast` (a few ms) and 3 workers — and the old `inter 2s fall 3` checks,
+    whose DOWN raced the 5 s kill (docs/assets.md) — a run cut 6 of 2,959 requests once and 0 of
+    4,237 another time; both causes are gone now. `S3_LOAD` (10 workers x `/sleep?seconds=0.2`) measured on this lab
     (4 runs): a worker's session is attached to a server 95-96 % of the time (HAProxy's Ta - TR
     over the run), and 3-4 sessions sat on each old server at its DOWN. With 2 servers UP, a
     given server had no session in 0.6-1.2 % of the 0.2 s stat samples under load (3 of 332),
